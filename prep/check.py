@@ -1,0 +1,67 @@
+"""`pairforge check`: verify a dataset on disk against its manifest and the layout rules."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pairforge.prep.imageio import ImageRejected, open_image, sha256_file
+from pairforge.prep.manifest import MANIFEST_NAME, OutputRecord, read_manifest
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    items: int = 0
+    files: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def by_kind(self) -> dict[str, int]:
+        return dict(Counter(p.split(":")[0] for _, p in self.problems).most_common())
+
+
+def check_dataset(root: Path, workers: int = 4) -> CheckReport:
+    """Every recorded file exists, is unchanged (sha256), decodes, has its recorded size and obeys its layout;
+    no unrecorded image sits in the dataset; the counts add up."""
+    manifest = read_manifest(root)
+    report = CheckReport(root, items=len(manifest.items))
+    outputs = [o for item in manifest.items for o in item.outputs]
+    report.files = len(outputs)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for output, problem in zip(outputs, pool.map(lambda o: _check_file(root, o), outputs), strict=True):
+            if problem:
+                report.problems.append((output.path, problem))
+    recorded = {o.path for o in outputs}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel not in recorded and rel != MANIFEST_NAME and not path.name.startswith("."):
+            report.problems.append((rel, "unexpected file: not in the manifest"))
+    counted = Counter(item.split for item in manifest.items)
+    if dict(counted) != manifest.counts:
+        report.problems.append((MANIFEST_NAME, f"counts mismatch: {manifest.counts} recorded, {dict(counted)} items"))
+    return report
+
+
+def _check_file(root: Path, output: OutputRecord) -> str | None:
+    path = root / output.path
+    if not path.is_file():
+        return "missing file"
+    if sha256_file(path) != output.sha256:
+        return "changed file: sha256 differs from the manifest"
+    try:
+        img = open_image(path)
+    except ImageRejected as exc:
+        return exc.reason
+    if img.size != (output.width, output.height):
+        return f"size changed: {img.width}x{img.height}, manifest says {output.width}x{output.height}"
+    if output.layout == "ab" and img.width % 2:
+        return f"odd width {img.width}: halves of an A|B image must be equal"
+    if output.layout == "ab" and img.mode != "RGB":
+        return f"mode {img.mode}: ab images must be plain 8-bit RGB"
+    return None

@@ -1,0 +1,379 @@
+"""`pairforge prep <dataset>` and the folder commands: `combine`, `split`, `pair`, `unpair`, `check`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pairforge.prep import datasets
+from pairforge.prep.check import check_dataset
+from pairforge.prep.combine import SIZE_POLICIES, CombineBuilder, default_format, find_pairs
+from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
+from pairforge.prep.imageio import WHITE
+from pairforge.prep.options import (
+    DryRun,
+    FormatOpt,
+    JsonOut,
+    LayoutOpt,
+    Overwrite,
+    Quality,
+    Quiet,
+    Reporting,
+    Seed,
+    SplitOpt,
+    Strict,
+    Workers,
+    execute,
+    formats_from,
+    key_value_table,
+    layouts_from,
+    source_path,
+)
+from pairforge.prep.pairing import KeyRule, Pair, Rejection, SplitSpec, assign_splits
+from pairforge.prep.runner import Job, RunSettings, require_inputs
+from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
+from rich.console import Console
+
+from pairforge.errors import UsageError
+from pairforge.invocation import command_line
+from pairforge.parsing import parse_list, parse_size
+
+prep_app = typer.Typer(
+    no_args_is_help=True,
+    help="Build aligned datasets from the raw layouts of public datasets.\n\n"
+    "Example: pairforge prep cityscapes ~/data/cityscapes datasets/cityscapes --size 256",
+)
+
+
+def register_datasets() -> None:
+    """Every module in `prep/datasets/` adds its own `pairforge prep <name>` command via `register(app)`."""
+    for info in pkgutil.iter_modules(datasets.__path__):
+        module = importlib.import_module(f"{datasets.__name__}.{info.name}")
+        module.register(prep_app)
+
+
+register_datasets()
+
+
+def parse_background(text: str) -> tuple[int, int, int]:
+    values = parse_list(text, "--background", int, length=3)
+    if not all(0 <= v <= 255 for v in values):
+        raise UsageError(f"--background {text!r}: expected R,G,B with values 0..255")
+    return values[0], values[1], values[2]
+
+
+def combine(
+    a_dir: Annotated[Path, typer.Argument(help="Folder of A images (flat, or with train/val/test sub-folders).")],
+    b_dir: Annotated[Path, typer.Argument(help="Folder of B images, same shape as A_DIR.")],
+    out: Annotated[Path, typer.Argument(help="Output dataset folder.")],
+    a_suffix: Annotated[str, typer.Option(help="Suffix stripped from A stems (0001_A.jpg -> 0001).")] = "",
+    b_suffix: Annotated[str, typer.Option(help="Suffix stripped from B stems (0001_B.jpg -> 0001).")] = "",
+    match: Annotated[
+        str | None,
+        typer.Option(help="Regex with a named group (?P<key>...) that extracts the key from names."),
+    ] = None,
+    size_policy: Annotated[
+        str, typer.Option(help=f"When A and B differ in size: {'|'.join(SIZE_POLICIES)}.")
+    ] = "error",
+    size: Annotated[str | None, typer.Option(help="Resize both halves to N or WxH.")] = None,
+    interpolation: Annotated[str, typer.Option(help=f"{'|'.join(INTERPOLATION_NAMES)}.")] = "auto",
+    direction: Annotated[str, typer.Option(help="AB puts A on the left, BA puts B on the left.")] = "AB",
+    background: Annotated[str, typer.Option(help="R,G,B under transparent pixels and padding.")] = "255,255,255",
+    layout: LayoutOpt = "ab",
+    split: SplitOpt = "0.8,0.1,0.1",
+    seed: Seed = 0,
+    format_: FormatOpt = None,
+    quality: Quality = 95,
+    workers: Workers = 0,
+    dry_run: DryRun = False,
+    overwrite: Overwrite = False,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    json_: JsonOut = False,
+) -> None:
+    """Pair two folders of images by file key into an A|B dataset; nothing is dropped silently.
+
+    Examples:
+
+      pairforge combine photos/ sketches/ datasets/faces --size 256
+
+      pairforge combine A/ B/ out --a-suffix _A --b-suffix _B --size-policy resize-b --layout ab,unaligned
+    """
+    require_inputs(a_dir, b_dir)
+    for name, value, allowed in (
+        ("--size-policy", size_policy, SIZE_POLICIES),
+        ("--interpolation", interpolation, INTERPOLATION_NAMES),
+        ("--direction", direction, ("AB", "BA")),
+    ):
+        if value not in allowed:
+            raise UsageError(f"{name} {value!r}: choose from {', '.join(allowed)}")
+    size_wh = parse_size(size) if size else None
+    if size_policy == "resize" and size_wh is None:
+        raise UsageError("--size-policy resize needs --size N or WxH")
+    split_spec = SplitSpec.parse(split)
+    pairs, rejected = find_pairs(
+        source_path(a_dir),
+        source_path(b_dir),
+        KeyRule.build(a_suffix, match),
+        KeyRule.build(b_suffix, match),
+        split_spec,
+        seed,
+    )
+    fmt = format_ or default_format(pairs)
+    options = {
+        "a_suffix": a_suffix,
+        "b_suffix": b_suffix,
+        "match": match,
+        "size_policy": size_policy,
+        "size": list(size_wh) if size_wh else None,
+        "interpolation": interpolation,
+        "direction": direction,
+        "background": list(parse_background(background)),
+        "split": str(split_spec),
+        "seed": seed,
+        "format": fmt,
+        "quality": quality,
+    }
+    builder = CombineBuilder(
+        source_path(a_dir),
+        source_path(b_dir),
+        size_policy,
+        size_wh,
+        interpolation,
+        tuple(options["background"]) if background else WHITE,
+        direction == "BA",
+    )
+    job = Job(
+        out=out,
+        sources={"A": source_path(a_dir), "B": source_path(b_dir)},
+        pairs=pairs,
+        rejected=rejected,
+        builder=builder,
+        layouts=layouts_from(layout),
+        formats=formats_from(fmt, quality, fmt, fmt),
+        options=options,
+        command=command_line(),
+    )
+    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+
+
+def split(
+    src: Annotated[Path, typer.Argument(help="Flat folder of A|B images.")],
+    out: Annotated[Path, typer.Argument(help="Output dataset folder.")],
+    split: SplitOpt = "0.8,0.1,0.1",
+    seed: Seed = 0,
+    format_: FormatOpt = None,
+    quality: Quality = 95,
+    workers: Workers = 0,
+    dry_run: DryRun = False,
+    overwrite: Overwrite = False,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    json_: JsonOut = False,
+) -> None:
+    """Split a flat folder of A|B images into train/val/test, deterministically (files are copied unchanged).
+
+    Example:
+
+      pairforge split combined/ datasets/facades --split 0.8,0.1,0.1 --seed 0
+    """
+    require_inputs(src)
+    root = source_path(src)
+    index = flat_index(root)
+    spec = SplitSpec.parse(split)
+    splits = assign_splits([key for _, key in index.files], spec, seed)
+    pairs = [Pair(key, splits[key], {"AB": rel}) for (_, key), rel in sorted(index.files.items()) if splits[key]]
+    rejected = index.rejected + [
+        Rejection({"AB": rel}, f"beyond --split counts ({spec})")
+        for (_, key), rel in sorted(index.files.items())
+        if not splits[key]
+    ]
+    fmt = format_ or default_format(pairs)
+    options = {"split": str(spec), "seed": seed, "format": fmt, "quality": quality}
+    _run_conversion(
+        root,
+        out,
+        "AB",
+        pairs,
+        rejected,
+        HalvesBuilder(root),
+        "ab",
+        fmt,
+        quality,
+        options,
+        RunSettings(workers, overwrite, dry_run),
+        Reporting(quiet, json_, strict),
+    )
+
+
+def unpair(
+    root: Annotated[Path, typer.Argument(help="An ab dataset.")],
+    out: Annotated[Path | None, typer.Argument(help="Output folder (default: ROOT_<layout>).")] = None,
+    layout: LayoutOpt = "unaligned",
+    format_: FormatOpt = None,
+    quality: Quality = 95,
+    workers: Workers = 0,
+    dry_run: DryRun = False,
+    overwrite: Overwrite = False,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    json_: JsonOut = False,
+) -> None:
+    """Cut an ab dataset's A|B images into an unaligned (trainA/trainB) or split (train/A, train/B) dataset.
+
+    Example:
+
+      pairforge unpair datasets/faces            # writes datasets/faces_unaligned
+    """
+    require_inputs(root)
+    src = source_path(root)
+    if detect_layout(src) != "ab":
+        raise UsageError(f"{root} is not an ab dataset (found {detect_layout(src)}); use pairforge pair")
+    pairs, rejected = scan_ab(src)
+    fmt = format_ or default_format(pairs)
+    target = out or src.with_name(f"{src.name}_{layout.split(',')[0]}")
+    _run_conversion(
+        src,
+        target,
+        "AB",
+        pairs,
+        rejected,
+        HalvesBuilder(src),
+        layout,
+        fmt,
+        quality,
+        {"format": fmt, "quality": quality},
+        RunSettings(workers, overwrite, dry_run),
+        Reporting(quiet, json_, strict),
+    )
+
+
+def pair(
+    root: Annotated[Path, typer.Argument(help="A split (train/A, train/B) or unaligned (trainA, trainB) dataset.")],
+    out: Annotated[Path | None, typer.Argument(help="Output folder (default: ROOT_ab).")] = None,
+    size_policy: Annotated[
+        str,
+        typer.Option(help=f"When A and B differ in size: {'|'.join(SIZE_POLICIES[:2] + SIZE_POLICIES[3:])}."),
+    ] = "error",
+    layout: LayoutOpt = "ab",
+    format_: FormatOpt = None,
+    quality: Quality = 95,
+    workers: Workers = 0,
+    dry_run: DryRun = False,
+    overwrite: Overwrite = False,
+    strict: Strict = False,
+    quiet: Quiet = False,
+    json_: JsonOut = False,
+) -> None:
+    """Join the A and B files of a split or unaligned dataset, matched by key, into A|B images.
+
+    Example:
+
+      pairforge pair datasets/faces_unaligned datasets/faces_ab
+    """
+    require_inputs(root)
+    if size_policy not in SIZE_POLICIES or size_policy == "resize":
+        raise UsageError(f"--size-policy {size_policy!r}: choose from error, resize-b, pad, crop")
+    src = source_path(root)
+    kind = detect_layout(src)
+    if kind == "ab":
+        raise UsageError(f"{root} is already an ab dataset; use pairforge unpair to convert it")
+    pairs, rejected = scan_sided(src, kind)
+    fmt = format_ or default_format(pairs)
+    target = out or src.with_name(f"{src.name}_ab")
+    options = {"from_layout": kind, "size_policy": size_policy, "format": fmt, "quality": quality}
+    _run_conversion(
+        src,
+        target,
+        "root",
+        pairs,
+        rejected,
+        JoinBuilder(src, size_policy),
+        layout,
+        fmt,
+        quality,
+        options,
+        RunSettings(workers, overwrite, dry_run),
+        Reporting(quiet, json_, strict),
+    )
+
+
+def _run_conversion(
+    src: Path,
+    out: Path,
+    role: str,
+    pairs,
+    rejected,
+    builder,
+    layout: str,
+    fmt: str,
+    quality: int,
+    options: dict,
+    settings: RunSettings,
+    reporting: Reporting,
+) -> None:
+    job = Job(
+        out=out,
+        sources={role: src},
+        pairs=pairs,
+        rejected=rejected,
+        builder=builder,
+        layouts=layouts_from(layout),
+        formats=formats_from(fmt, quality, fmt, fmt),
+        options=options,
+        command=command_line(),
+    )
+    execute(job, settings, reporting)
+
+
+def check(
+    root: Annotated[Path, typer.Argument(help="A dataset folder with manifest.json.")],
+    quiet: Quiet = False,
+    json_: JsonOut = False,
+) -> None:
+    """Verify a dataset against its manifest: missing or changed files, sizes, corrupt images, layout rules.
+
+    Exits 1 when anything is wrong. Example:
+
+      pairforge check datasets/faces
+    """
+    require_inputs(root)
+    report = check_dataset(root)
+    if json_:
+        print(
+            json.dumps(
+                {
+                    "root": str(root),
+                    "items": report.items,
+                    "files": report.files,
+                    "ok": report.ok,
+                    "problems": [{"path": p, "problem": q} for p, q in report.problems],
+                },
+                indent=1,
+            )
+        )
+    elif not quiet:
+        console = Console()
+        table = key_value_table(f"check: {root}")
+        table.add_row("items", str(report.items))
+        table.add_row("files", str(report.files))
+        table.add_row("problems", str(len(report.problems)))
+        for kind, count in report.by_kind().items():
+            table.add_row(f"  {kind}", str(count))
+        console.print(table)
+        for path, problem in report.problems[:20]:
+            console.print(f"  [red]{path}[/red]: {problem}")
+        if len(report.problems) > 20:
+            console.print(f"  ... and {len(report.problems) - 20} more (use --json for all)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the folder commands to the root app."""
+    for command in (combine, split, pair, unpair, check):
+        app.command(help=command.__doc__)(command)

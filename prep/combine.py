@@ -1,0 +1,93 @@
+"""`pairforge combine`: the user's two folders of images -> pairs, matched by key, sizes reconciled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pairforge.prep.imageio import WHITE, ImageRejected, read_rgb
+from pairforge.prep.pairing import (
+    KeyRule,
+    Pair,
+    Rejection,
+    SplitSpec,
+    assign_splits,
+    has_split_folders,
+    index_folder,
+    match_pairs,
+)
+from pairforge.prep.transforms.resize import center_crop, pad_to, resize
+from pairforge.prep.writers import PairImages
+
+from pairforge.errors import UsageError
+
+SIZE_POLICIES = ("error", "resize-b", "resize", "pad", "crop")
+LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".gif"})
+
+
+def find_pairs(a_dir: Path, b_dir: Path, a_rule: KeyRule, b_rule: KeyRule, split: SplitSpec, seed: int):
+    """Pair files of two folders by key, within official splits when both have `train/val/test` sub-folders,
+    otherwise assigning splits from the key hash. Returns (pairs, rejections)."""
+    by_split = has_split_folders(a_dir), has_split_folders(b_dir)
+    if by_split[0] != by_split[1]:
+        with_splits, without = (a_dir, b_dir) if by_split[0] else (b_dir, a_dir)
+        raise UsageError(f"{with_splits} has train/val/test sub-folders but {without} has not; use the same shape")
+    a_index = index_folder(a_dir, a_rule, "A", by_split[0])
+    b_index = index_folder(b_dir, b_rule, "B", by_split[0])
+    matched, rejected = match_pairs(a_index, b_index)
+    if by_split[0]:
+        return [Pair(key, sp, {"A": a, "B": b}) for sp, key, a, b in matched], rejected
+    splits = assign_splits([key for _, key, _, _ in matched], split, seed)
+    pairs = []
+    for _, key, a, b in matched:
+        if splits[key] is None:
+            rejected.append(Rejection({"A": a, "B": b}, f"beyond --split counts ({split})"))
+        else:
+            pairs.append(Pair(key, splits[key], {"A": a, "B": b}))
+    return pairs, rejected
+
+
+def default_format(pairs: list[Pair]) -> str:
+    """PNG when any input is lossless (exactness is kept), JPEG when every input is already lossy."""
+    lossless = any(Path(rel).suffix.lower() in LOSSLESS for p in pairs for rel in p.sources.values())
+    return "png" if lossless else "jpg"
+
+
+def reconcile(a: np.ndarray, b: np.ndarray, policy: str, background=WHITE) -> tuple[np.ndarray, np.ndarray]:
+    """Make both halves one size by `--size-policy` (`resize` leaves it to the final `--size`)."""
+    if a.shape == b.shape or policy == "resize":
+        return a, b
+    (ha, wa), (hb, wb) = a.shape[:2], b.shape[:2]
+    if policy == "error":
+        raise ImageRejected(f"size mismatch {wa}x{ha} vs {wb}x{hb} with --size-policy error", "size mismatch")
+    if policy == "resize-b":
+        return a, resize(b, (wa, ha))
+    if policy == "pad":
+        size = (max(wa, wb), max(ha, hb))
+        return pad_to(a, size, background), pad_to(b, size, background)
+    if policy == "crop":
+        size = (min(wa, wb), min(ha, hb))
+        return center_crop(a, size), center_crop(b, size)
+    raise ValueError(f"unknown size policy {policy!r}")
+
+
+@dataclass(frozen=True)
+class CombineBuilder:
+    """Reads A and B, reconciles their sizes, optionally resizes both, and orders them by direction."""
+
+    a_root: Path
+    b_root: Path
+    size_policy: str = "error"
+    size: tuple[int, int] | None = None
+    interpolation: str = "auto"
+    background: tuple[int, int, int] = WHITE
+    b_on_left: bool = False
+
+    def __call__(self, pair: Pair) -> PairImages:
+        a = read_rgb(self.a_root / pair.sources["A"], self.background)
+        b = read_rgb(self.b_root / pair.sources["B"], self.background)
+        a, b = reconcile(a, b, self.size_policy, self.background)
+        if self.size is not None:
+            a, b = resize(a, self.size, self.interpolation), resize(b, self.size, self.interpolation)
+        return PairImages(b, a) if self.b_on_left else PairImages(a, b)

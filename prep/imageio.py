@@ -1,0 +1,164 @@
+"""Reading any image safely and writing arrays atomically.
+
+Reading applies EXIF orientation and refuses decompression bombs. `to_rgb8` converts every mode to 8-bit RGB
+explicitly:
+
+- grayscale (`L`, `1`) is replicated to three channels;
+- palette (`P`) is expanded through its palette (and its transparency, if any);
+- alpha (`RGBA`, `LA`, `PA`) is composited over a background colour (white unless told otherwise);
+- 16-bit grayscale (`I;16`, `I`) is scaled linearly, 0..65535 -> 0..255, then replicated;
+- `CMYK` and `YCbCr` go through Pillow's conversion; 32-bit float images are refused (they are data, not photos).
+
+Arrays are RGB (not OpenCV's BGR) everywhere in pairforge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".gif"}
+)
+# Larger images are refused as decompression bombs (Pillow's default limit is 89 MP and only warns).
+MAX_PIXELS = 180_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+WHITE = (255, 255, 255)
+
+
+class ImageRejected(Exception):
+    """This input cannot become part of a dataset; the message is the manifest's `reason`."""
+
+    def __init__(self, reason: str, kind: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind or reason.split(":")[0]
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode fully, with EXIF orientation applied; every failure becomes an `ImageRejected`."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageRejected(f"cannot read file: {exc.strerror}", "cannot read file") from None
+    if size == 0:
+        raise ImageRejected("empty file (0 bytes)", "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(f"decompression bomb refused (over {MAX_PIXELS} pixels)", "too large") from None
+    except UnidentifiedImageError:
+        raise ImageRejected("corrupt image: not a recognised image format", "corrupt image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"corrupt image: {exc}", "corrupt image") from None
+
+
+def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+    """Any Pillow image -> HxWx3 uint8 RGB, by the rules in this module's docstring."""
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I"):
+        wide = np.asarray(img).astype(np.float32)
+        gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise ImageRejected("unsupported image: 32-bit float data is not a photo", "unsupported image")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        canvas.alpha_composite(rgba)
+        return np.asarray(canvas.convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def read_rgb(path: Path, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB (see module docstring for the conversions)."""
+    return to_rgb8(open_image(path), background)
+
+
+def read_native(path: Path) -> np.ndarray:
+    """Read an image keeping its bit depth and channels (e.g. uint16 depth maps), EXIF orientation applied."""
+    img = open_image(path)
+    if img.mode in ("I;16", "I;16L", "I;16B"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode == "I":
+        return np.asarray(img).astype(np.int64)
+    if img.mode == "P":
+        return np.asarray(img)  # palette indices, e.g. label maps
+    return np.asarray(img)
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How outputs are encoded: `png` (lossless) or `jpg` (with `quality`)."""
+
+    ext: str = "png"
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.ext not in ("png", "jpg"):
+            raise ValueError(f"unknown image format {self.ext!r}")
+
+
+def encode(array: np.ndarray, fmt: ImageFormat) -> bytes:
+    """RGB/gray uint8 or uint16 array -> encoded bytes (deterministic for the same input and library)."""
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    if fmt.ext == "jpg":
+        if array.dtype != np.uint8:
+            raise ValueError("JPEG holds 8-bit data only; use --format png for 16-bit outputs")
+        ok, buf = cv2.imencode(".jpg", array, [cv2.IMWRITE_JPEG_QUALITY, fmt.quality])
+    else:
+        ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError(f"could not encode a {array.shape} {array.dtype} array as {fmt.ext}")
+    return buf.tobytes()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the destination folder, then `os.replace` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header only."""
+    with Image.open(path) as img:
+        return img.size

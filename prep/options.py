@@ -1,0 +1,120 @@
+"""Command-line options shared by every prep command, and the one way a command runs a job and reports it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pairforge.prep.imageio import ImageFormat
+from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
+from pairforge.prep.writers import LAYOUTS, Formats, Layout, make_layouts
+from rich.console import Console
+from rich.table import Table
+
+from pairforge.parsing import parse_choices
+
+Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (0 = all cores).", min=0)]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Rebuild OUT instead of resuming it.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when any input was rejected.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+LayoutOpt = Annotated[str, typer.Option("--layout", help=f"Layouts to write, comma-separated: {', '.join(LAYOUTS)}.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="Output format png|jpg (default: png for exact data, jpg for photos)."),
+]
+Quality = Annotated[int, typer.Option("--quality", help="JPEG quality.", min=1, max=100)]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for split assignment and random crops.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="train,val,test as ratios (0.8,0.1,0.1) or counts (170,8,10).")]
+
+
+@dataclass
+class Reporting:
+    """How a run reports: progress and table, quiet, or JSON; and whether rejections fail it."""
+
+    quiet: bool = False
+    as_json: bool = False
+    strict: bool = False
+
+
+def layouts_from(text: str) -> list[Layout]:
+    return make_layouts(parse_choices(text, "--layout", tuple(LAYOUTS)))
+
+
+def formats_from(format_: str | None, quality: int, default_a: str, default_b: str) -> Formats:
+    """Per-side output formats: `--format` sets both, otherwise each side keeps its dataset default."""
+    if format_ is not None:
+        parse_choices(format_, "--format", ("png", "jpg"))
+    return Formats(ImageFormat(format_ or default_a, quality), ImageFormat(format_ or default_b, quality))
+
+
+def execute(job: Job, settings: RunSettings, reporting: Reporting) -> RunResult:
+    """Run `job`, print its summary (table or JSON), and exit 1 under --strict when something was rejected."""
+    settings.progress = settings.progress and not (reporting.quiet or reporting.as_json)
+    result = run_job(job, settings)
+    summary = summarize(job, result, settings.dry_run)
+    if reporting.as_json:
+        print(json.dumps(summary, indent=1))
+    elif not reporting.quiet:
+        print_summary(summary)
+    if reporting.strict and result.manifest.rejected:
+        print(
+            f"error: {len(result.manifest.rejected)} inputs rejected (--strict); see {job.out}/manifest.json",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+    return result
+
+
+def summarize(job: Job, result: RunResult, dry_run: bool) -> dict:
+    pairs_done = result.written + result.skipped
+    return {
+        "output": str(job.out),
+        "dry_run": dry_run,
+        "planned": len(job.pairs),
+        "written": result.written,
+        "skipped": result.skipped,
+        "rejected": len(result.manifest.rejected),
+        "rejected_by_reason": result.rejected_by_kind,
+        "counts": result.manifest.counts,
+        "seconds": round(result.seconds, 3),
+        "pairs_per_second": round(pairs_done / result.seconds, 1) if result.seconds else None,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    title = "dry run: nothing written" if summary["dry_run"] else f"dataset: {summary['output']}"
+    table = key_value_table(title)
+    if summary["dry_run"]:
+        table.add_row("pairs to build", str(summary["planned"]))
+    else:
+        table.add_row("pairs", str(sum(summary["counts"].values())))
+        for split, count in summary["counts"].items():
+            table.add_row(f"  {split}", str(count))
+        table.add_row("written", str(summary["written"]))
+        table.add_row("skipped (already done)", str(summary["skipped"]))
+    table.add_row("rejected", str(summary["rejected"]))
+    for reason, count in summary["rejected_by_reason"].items():
+        table.add_row(f"  {reason}", str(count))
+    if not summary["dry_run"]:
+        table.add_row("time", f"{summary['seconds']:.2f} s")
+        if summary["pairs_per_second"]:
+            table.add_row("throughput", f"{summary['pairs_per_second']} pairs/s")
+    Console().print(table)
+
+
+def key_value_table(title: str) -> Table:
+    """A two-column summary table whose title sits on its own line above it."""
+    table = Table(title=title, show_header=False, title_justify="left", min_width=len(title))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    return table
+
+
+def source_path(path: Path) -> Path:
+    return path.expanduser().resolve()

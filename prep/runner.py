@@ -1,0 +1,255 @@
+"""Runs a job's pairs in parallel, resumes, and fills the manifest: every input is an item or a rejection.
+
+A job is data: a list of `Pair`s, the rejections found while pairing, a picklable *builder* that turns one pair
+into `PairImages` (raising `ImageRejected` for bad input), and the layouts to write. Workers build, encode,
+hash and write atomically; the parent only counts and shows progress.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
+from pairforge.prep.manifest import (
+    ItemRecord,
+    Manifest,
+    OutputRecord,
+    RejectedRecord,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from pairforge.prep.pairing import Pair, Rejection
+from pairforge.prep.writers import Formats, Layout, PairImages
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from pairforge.errors import UsageError
+
+Builder = Callable[[Pair], PairImages]
+
+
+@dataclass
+class Job:
+    """Everything one command run needs: where to write, what to write, and how to build each pair."""
+
+    out: Path
+    sources: dict[str, Path]
+    pairs: list[Pair]
+    rejected: list[Rejection]
+    builder: Builder
+    layouts: list[Layout]
+    formats: Formats
+    options: dict
+    command: list[str]
+
+
+@dataclass
+class RunSettings:
+    """How to run, never what to make: these do not enter the manifest's options."""
+
+    workers: int = 0  # 0 = all cores
+    overwrite: bool = False
+    dry_run: bool = False
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    manifest: Manifest
+    written: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def rejected_by_kind(self) -> dict[str, int]:
+        return self.manifest.rejected_by_kind()
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_job(job: Job, settings: RunSettings) -> RunResult:
+    """Check the output folder, build every pair (in parallel), write the manifest, return the counts."""
+    _check_output(job, settings.overwrite)
+    manifest = Manifest(
+        command=job.command,
+        sources={role: str(path) for role, path in job.sources.items()},
+        options=job.options,
+        layouts=[layout.name for layout in job.layouts],
+        rejected=[RejectedRecord(paths=r.paths, reason=r.reason, kind=r.kind) for r in job.rejected],
+    )
+    result = RunResult(manifest)
+    if settings.dry_run:
+        return result
+    stale = _previous_outputs(job.out) if settings.overwrite else set()
+    job.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with _progress(settings.progress, len(job.pairs)) as advance:
+        for status, record in _execute(job, settings):
+            if status == "rejected":
+                manifest.rejected.append(record)
+            else:
+                manifest.items.append(record)
+                result.written += status == "written"
+                result.skipped += status == "skipped"
+            advance()
+    result.seconds = time.perf_counter() - start
+    for rel in stale - {o.path for it in manifest.items for o in it.outputs}:
+        (job.out / rel).unlink(missing_ok=True)
+    write_manifest(job.out, manifest)
+    return result
+
+
+def _check_output(job: Job, overwrite: bool) -> None:
+    out = job.out.resolve()
+    for role, src in job.sources.items():
+        src = src.resolve()
+        if out == src or src in out.parents:
+            raise UsageError(f"output {job.out} is inside the {role} input {src}; choose a folder outside it")
+    if not out.exists() or overwrite:
+        return
+    if manifest_path(out).is_file():
+        previous = read_manifest(out)
+        if previous.options != job.options or previous.layouts != [lay.name for lay in job.layouts]:
+            changed = sorted(
+                k for k in previous.options.keys() | job.options.keys() if previous.options.get(k) != job.options.get(k)
+            ) or ["--layout"]
+            raise UsageError(
+                f"{out} was made with other options ({', '.join(changed)}); "
+                "use --overwrite to rebuild it or choose another output folder"
+            )
+    elif any(out.iterdir()):
+        raise UsageError(f"{out} is not empty and has no manifest.json; choose an empty folder or --overwrite")
+
+
+def _previous_outputs(out: Path) -> set[str]:
+    if not manifest_path(out).is_file():
+        if out.exists():
+            for child in out.iterdir():  # --overwrite on a non-dataset folder: start clean
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return set()
+    return {o.path for it in read_manifest(out).items for o in it.outputs}
+
+
+def _execute(job: Job, settings: RunSettings) -> Iterator[tuple[str, ItemRecord | RejectedRecord]]:
+    workers = min(settings.workers or default_workers(), max(1, len(job.pairs)))
+    state = (job.out, job.builder, job.layouts, job.formats, settings.overwrite)
+    if workers <= 1 or len(job.pairs) < 4:
+        _init_worker(state)
+        yield from map(_process, job.pairs)
+        return
+    chunksize = max(1, min(32, len(job.pairs) // (workers * 8)))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+        yield from pool.imap_unordered(_process, job.pairs, chunksize=chunksize)
+
+
+_STATE: tuple | None = None
+
+
+def _init_worker(state: tuple) -> None:
+    global _STATE
+    _STATE = state
+
+
+def _process(pair: Pair) -> tuple[str, ItemRecord | RejectedRecord]:
+    """Build one pair and write its files (or keep intact existing ones); never raises for bad input."""
+    out, builder, layouts, formats, overwrite = _STATE
+    planned = [f for layout in layouts for f in _tagged(layout, pair, None, formats)]
+    if not overwrite and all((out / rel).is_file() for _, rel, _, _ in planned):
+        outputs = [_existing(out, name, rel) for name, rel, _, _ in planned]
+        return "skipped", ItemRecord(key=pair.key, split=pair.split, sources=pair.sources, outputs=outputs)
+    try:
+        images = builder(pair)
+        outputs = []
+        for layout in layouts:
+            for name, rel, payload, fmt in _tagged(layout, pair, images, formats):
+                data = payload if isinstance(payload, bytes) else encode(payload, fmt)
+                write_atomic(out / rel, data)
+                height, width = _shape_of(payload, out / rel)
+                outputs.append(
+                    OutputRecord(layout=name, path=rel, sha256=sha256_bytes(data), width=width, height=height)
+                )
+    except ImageRejected as exc:
+        return "rejected", RejectedRecord(paths=pair.sources, reason=exc.reason, kind=exc.kind)
+    except Exception as exc:  # a bug or an unforeseen input: recorded, and the run goes on
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+        return "rejected", RejectedRecord(paths=pair.sources, reason=reason, kind="unexpected error")
+    return "written", ItemRecord(key=pair.key, split=pair.split, sources=pair.sources, outputs=outputs)
+
+
+def _tagged(layout: Layout, pair: Pair, images: PairImages | None, formats: Formats):
+    return [
+        (layout.name, rel, payload, fmt) for rel, payload, fmt in layout.files(pair.key, pair.split, images, formats)
+    ]
+
+
+def _shape_of(payload, path: Path) -> tuple[int, int]:
+    if isinstance(payload, bytes):
+        width, height = image_size(path)
+        return height, width
+    return payload.shape[0], payload.shape[1]
+
+
+def _existing(out: Path, layout: str, rel: str) -> OutputRecord:
+    width, height = image_size(out / rel)
+    return OutputRecord(layout=layout, path=rel, sha256=sha256_file(out / rel), width=width, height=height)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} pairs/s" if task.speed else "", style="progress.data.speed")
+
+
+class _progress:
+    """A Rich progress bar on stderr (counts, rate, ETA), or nothing when quiet."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled:
+            self.bar = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _RateColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.task = self.bar.add_task("pairs", total=total)
+
+    def __enter__(self):
+        if self.bar is None:
+            return lambda: None
+        self.bar.__enter__()
+        return lambda: self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def require_inputs(*folders: Path) -> None:
+    """Missing input folders are usage errors (exit 2), named one per line."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise UsageError(f"input folder {folder} does not exist")

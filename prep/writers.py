@@ -1,0 +1,98 @@
+"""Dataset layouts on disk (CONVENTIONS §1): where each pair's files go and what they contain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pairforge.prep.imageio import ImageFormat
+
+from pairforge.errors import UsageError
+
+
+@dataclass(frozen=True)
+class PairImages:
+    """The two sides of one pair as arrays (RGB uint8 unless a layout allows otherwise)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    # The already-encoded A|B file, when a pair is copied from an `ab` image unchanged (no re-encoding).
+    ab_bytes: bytes | None = None
+    ab_ext: str = ""
+
+
+@dataclass(frozen=True)
+class Formats:
+    """Output encoding of each side; `ab` uses PNG when either side needs exactness."""
+
+    a: ImageFormat
+    b: ImageFormat
+
+    @property
+    def joint(self) -> ImageFormat:
+        return self.a if self.a.ext == "png" else self.b
+
+
+class Layout:
+    """A layout maps one pair to relative output paths and the arrays to encode at those paths."""
+
+    name = ""
+
+    def files(self, key: str, split: str, images: PairImages | None, formats: Formats):
+        """[(relative path, payload, format)] for this pair: the payload is an array to encode, bytes to write
+        as they are, or None when only the paths are needed."""
+        raise NotImplementedError
+
+
+class AbLayout(Layout):
+    """`<split>/<key>.<ext>`: A on the left half, B on the right half, plain 8-bit RGB."""
+
+    name = "ab"
+
+    def files(self, key, split, images, formats):
+        fmt = formats.joint
+        if images is not None and images.ab_bytes is not None and images.ab_ext == fmt.ext:
+            return [(f"{split}/{key}.{fmt.ext}", images.ab_bytes, fmt)]
+        array = None
+        if images is not None:
+            for side in (images.a, images.b):
+                if side.dtype != np.uint8 or side.ndim != 3 or side.shape[2] != 3:
+                    raise ValueError("layout ab needs 8-bit RGB halves; use --layout split for other data")
+            if images.a.shape != images.b.shape:
+                raise ValueError(f"halves differ in size: {images.a.shape} vs {images.b.shape}")
+            array = np.concatenate([images.a, images.b], axis=1)
+        return [(f"{split}/{key}.{fmt.ext}", array, fmt)]
+
+
+class SplitLayout(Layout):
+    """`<split>/A/<key>.<ext>` and `<split>/B/<key>.<ext>`: sides may differ in channels, depth and format."""
+
+    name = "split"
+
+    def files(self, key, split, images, formats):
+        return [
+            (f"{split}/A/{key}.{formats.a.ext}", images.a if images else None, formats.a),
+            (f"{split}/B/{key}.{formats.b.ext}", images.b if images else None, formats.b),
+        ]
+
+
+class UnalignedLayout(Layout):
+    """`<split>A/<key>.<ext>` and `<split>B/<key>.<ext>`, as CycleGAN's unaligned loader reads them."""
+
+    name = "unaligned"
+
+    def files(self, key, split, images, formats):
+        return [
+            (f"{split}A/{key}.{formats.a.ext}", images.a if images else None, formats.a),
+            (f"{split}B/{key}.{formats.b.ext}", images.b if images else None, formats.b),
+        ]
+
+
+LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (AbLayout, SplitLayout, UnalignedLayout)}
+
+
+def make_layouts(names: list[str]) -> list[Layout]:
+    unknown = [n for n in names if n not in LAYOUTS]
+    if unknown:
+        raise UsageError(f"--layout {','.join(unknown)}: choose from {', '.join(LAYOUTS)}")
+    return [LAYOUTS[n]() for n in names]
