@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from pairforge.errors import UsageError
+from pairforge.invocation import command_line
+from pairforge.parsing import parse_list, parse_size
 from pairforge.prep import datasets
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import SIZE_POLICIES, CombineBuilder, default_format, find_pairs
@@ -36,11 +41,6 @@ from pairforge.prep.options import (
 from pairforge.prep.pairing import KeyRule, Pair, Rejection, SplitSpec, assign_splits
 from pairforge.prep.runner import Job, RunSettings, require_inputs
 from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
-from rich.console import Console
-
-from pairforge.errors import UsageError
-from pairforge.invocation import command_line
-from pairforge.parsing import parse_list, parse_size
 
 prep_app = typer.Typer(
     no_args_is_help=True,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pairforge.errors import UsageError
 from pairforge.prep.imageio import WHITE, ImageRejected, read_rgb
 from pairforge.prep.pairing import (
     KeyRule,
@@ -19,8 +21,6 @@ from pairforge.prep.pairing import (
 )
 from pairforge.prep.transforms.resize import center_crop, pad_to, resize
 from pairforge.prep.writers import PairImages
-
-from pairforge.errors import UsageError
 
 SIZE_POLICIES = ("error", "resize-b", "resize", "pad", "crop")
 LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".gif"})

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pairforge.errors import UsageError
 from pairforge.prep.combine import reconcile
 from pairforge.prep.imageio import WHITE, ImageRejected, read_rgb
 from pairforge.prep.pairing import SPLITS, FolderIndex, KeyRule, Pair, Rejection, index_folder, match_pairs
 from pairforge.prep.writers import PairImages
-
-from pairforge.errors import UsageError
 
 PLAIN = KeyRule()
 

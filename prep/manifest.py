@@ -7,11 +7,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pairforge.prep.imageio import write_atomic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pairforge import __version__
 from pairforge.errors import PairforgeError
+from pairforge.prep.imageio import write_atomic
 
 SCHEMA = 1
 MANIFEST_NAME = "manifest.json"

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pairforge.prep.imageio import ImageFormat
-from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
-from pairforge.prep.writers import LAYOUTS, Formats, Layout, make_layouts
 from rich.console import Console
 from rich.table import Table
 
+from pairforge.errors import UsageError
 from pairforge.parsing import parse_choices
+from pairforge.prep.imageio import ImageFormat
+from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
+from pairforge.prep.writers import LAYOUTS, Formats, Layout, make_layouts
 
 Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (0 = all cores).", min=0)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")]
@@ -118,3 +119,19 @@ def key_value_table(title: str) -> Table:
 
 def source_path(path: Path) -> Path:
     return path.expanduser().resolve()
+
+
+DataRoot = Annotated[
+    Path | None,
+    typer.Option("--data-root", envvar="PAIRFORGE_DATA", help="Root of raw datasets; SRC defaults to ROOT/<dataset>."),
+]
+
+
+def raw_source(src: Path | None, data_root: Path | None, folder: str, expected: str, download: str) -> Path:
+    """The raw dataset folder: SRC, or `<--data-root>/<folder>`; missing -> one line naming what was expected."""
+    if src is None and data_root is None:
+        raise UsageError(f"give SRC or --data-root (or set PAIRFORGE_DATA): where the unpacked {folder} data lives")
+    path = source_path(src if src is not None else data_root / folder)
+    if not path.is_dir():
+        raise UsageError(f"{path} does not exist: expected {expected} (download: {download})")
+    return path

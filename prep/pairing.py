@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pairforge.prep.imageio import is_image_name
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_list
+from pairforge.prep.imageio import is_image_name
 
 SPLITS = ("train", "val", "test")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

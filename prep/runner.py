@@ -15,18 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
-from pairforge.prep.manifest import (
-    ItemRecord,
-    Manifest,
-    OutputRecord,
-    RejectedRecord,
-    manifest_path,
-    read_manifest,
-    write_manifest,
-)
-from pairforge.prep.pairing import Pair, Rejection
-from pairforge.prep.writers import Formats, Layout, PairImages
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,6 +28,18 @@ from rich.progress import (
 from rich.text import Text
 
 from pairforge.errors import UsageError
+from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
+from pairforge.prep.manifest import (
+    ItemRecord,
+    Manifest,
+    OutputRecord,
+    RejectedRecord,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from pairforge.prep.pairing import Pair, Rejection
+from pairforge.prep.writers import Formats, Layout, PairImages
 
 Builder = Callable[[Pair], PairImages]
 

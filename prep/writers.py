@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pairforge.prep.imageio import ImageFormat
 
 from pairforge.errors import UsageError
+from pairforge.prep.imageio import ImageFormat
 
 
 @dataclass(frozen=True)
