@@ -15,12 +15,14 @@ Arrays are RGB (not OpenCV's BGR) everywhere in pairforge.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+# OpenCV's own decoder refuses images over this many pixels, like Pillow below (set before cv2 is imported).
+os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", "180000000")
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -48,18 +50,24 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode fully, with EXIF orientation applied; every failure becomes an `ImageRejected`."""
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; unreadable and empty files become an `ImageRejected`."""
     try:
-        size = path.stat().st_size
+        data = path.read_bytes()
     except OSError as exc:
         raise ImageRejected(f"cannot read file: {exc.strerror}", "cannot read file") from None
-    if size == 0:
+    if not data:
         raise ImageRejected("empty file (0 bytes)", "empty file")
+    return data
+
+
+def open_image(path: Path, data: bytes | None = None) -> Image.Image:
+    """Decode fully, with EXIF orientation applied; every failure becomes an `ImageRejected`."""
+    data = read_bytes(path) if data is None else data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -94,7 +102,27 @@ def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.nd
 
 def read_rgb(path: Path, background: tuple[int, int, int] = WHITE) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (see module docstring for the conversions)."""
-    return to_rgb8(open_image(path), background)
+    data = read_bytes(path)
+    if _is_plain_8bit(data):
+        try:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # applies EXIF orientation
+        except cv2.error:
+            pass  # e.g. over the pixel limit: Pillow below gives the precise reason
+    return to_rgb8(open_image(path, data), background)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_plain_8bit(data: bytes) -> bool:
+    """A complete JPEG, or a complete 8-bit gray/RGB PNG without transparency: OpenCV decodes these faster than
+    Pillow with the same result. Everything else (alpha, palette, 16-bit, truncated files) goes through Pillow."""
+    if data[:3] == b"\xff\xd8\xff":
+        return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+    if data[:8] == _PNG_SIGNATURE and len(data) > 33 and data[-8:-4] == b"IEND":
+        bit_depth, color_type = data[24], data[25]
+        return bit_depth == 8 and color_type in (0, 2) and b"tRNS" not in data[: data.find(b"IDAT")]
+    return False
 
 
 def read_native(path: Path) -> np.ndarray:
@@ -139,13 +167,13 @@ def encode(array: np.ndarray, fmt: ImageFormat) -> bytes:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary file in the destination folder, then `os.replace` it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process; one writer per output
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

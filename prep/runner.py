@@ -32,7 +32,6 @@ from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_byt
 from pairforge.prep.manifest import (
     ItemRecord,
     Manifest,
-    OutputRecord,
     RejectedRecord,
     manifest_path,
     read_manifest,
@@ -105,9 +104,9 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     with _progress(settings.progress, len(job.pairs)) as advance:
         for status, record in _execute(job, settings):
             if status == "rejected":
-                manifest.rejected.append(record)
+                manifest.rejected.append(RejectedRecord(**record))
             else:
-                manifest.items.append(record)
+                manifest.items.append(ItemRecord.model_validate(record))
                 result.written += status == "written"
                 result.skipped += status == "skipped"
             advance()
@@ -170,13 +169,15 @@ def _init_worker(state: tuple) -> None:
     _STATE = state
 
 
-def _process(pair: Pair) -> tuple[str, ItemRecord | RejectedRecord]:
-    """Build one pair and write its files (or keep intact existing ones); never raises for bad input."""
+def _process(pair: Pair) -> tuple[str, dict]:
+    """Build one pair and write its files (or keep intact existing ones); never raises for bad input.
+
+    Returns plain dicts (cheap to send between processes) shaped as `ItemRecord` or `RejectedRecord`."""
     out, builder, layouts, formats, overwrite = _STATE
+    item = {"key": pair.key, "split": pair.split, "sources": pair.sources}
     planned = [f for layout in layouts for f in _tagged(layout, pair, None, formats)]
     if not overwrite and all((out / rel).is_file() for _, rel, _, _ in planned):
-        outputs = [_existing(out, name, rel) for name, rel, _, _ in planned]
-        return "skipped", ItemRecord(key=pair.key, split=pair.split, sources=pair.sources, outputs=outputs)
+        return "skipped", {**item, "outputs": [_existing(out, name, rel) for name, rel, _, _ in planned]}
     try:
         images = builder(pair)
         outputs = []
@@ -186,14 +187,14 @@ def _process(pair: Pair) -> tuple[str, ItemRecord | RejectedRecord]:
                 write_atomic(out / rel, data)
                 height, width = _shape_of(payload, out / rel)
                 outputs.append(
-                    OutputRecord(layout=name, path=rel, sha256=sha256_bytes(data), width=width, height=height)
+                    {"layout": name, "path": rel, "sha256": sha256_bytes(data), "width": width, "height": height}
                 )
     except ImageRejected as exc:
-        return "rejected", RejectedRecord(paths=pair.sources, reason=exc.reason, kind=exc.kind)
+        return "rejected", {"paths": pair.sources, "reason": exc.reason, "kind": exc.kind}
     except Exception as exc:  # a bug or an unforeseen input: recorded, and the run goes on
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
-        return "rejected", RejectedRecord(paths=pair.sources, reason=reason, kind="unexpected error")
-    return "written", ItemRecord(key=pair.key, split=pair.split, sources=pair.sources, outputs=outputs)
+        return "rejected", {"paths": pair.sources, "reason": reason, "kind": "unexpected error"}
+    return "written", {**item, "outputs": outputs}
 
 
 def _tagged(layout: Layout, pair: Pair, images: PairImages | None, formats: Formats):
@@ -209,9 +210,9 @@ def _shape_of(payload, path: Path) -> tuple[int, int]:
     return payload.shape[0], payload.shape[1]
 
 
-def _existing(out: Path, layout: str, rel: str) -> OutputRecord:
+def _existing(out: Path, layout: str, rel: str) -> dict:
     width, height = image_size(out / rel)
-    return OutputRecord(layout=layout, path=rel, sha256=sha256_file(out / rel), width=width, height=height)
+    return {"layout": layout, "path": rel, "sha256": sha256_file(out / rel), "width": width, "height": height}
 
 
 class _RateColumn(ProgressColumn):

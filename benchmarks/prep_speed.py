@@ -1,0 +1,114 @@
+"""Prep throughput: pairforge commands against a single-process loop doing the same work, on generated inputs.
+
+    python benchmarks/prep_speed.py                 # every benchmark
+    python benchmarks/prep_speed.py combine --n 3000
+
+Each benchmark prints pairs/s of pairforge (all cores, the real CLI in a subprocess, start-up included) and of
+the baseline loop measured in the same run, their ratio, and pairforge's peak memory (largest process) for n
+and 4n inputs to show it does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def generate_jpeg_pairs(folder: Path, n: int, size: int = 256) -> tuple[Path, Path]:
+    """n photo-like 256x256 JPEG pairs (A, B) with the same names."""
+    a_dir, b_dir = folder / "A", folder / "B"
+    a_dir.mkdir(parents=True, exist_ok=True)
+    b_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+    for i in range(n):
+        image = np.roll(base, i, axis=1)
+        noisy = cv2.add(image, rng.integers(0, 30, image.shape, dtype=np.uint8))
+        cv2.imwrite(str(a_dir / f"{i:06d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(b_dir / f"{i:06d}.jpg"), 255 - noisy, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return a_dir, b_dir
+
+
+def opencv_combine_loop(a_dir: Path, b_dir: Path, out: Path) -> int:
+    """The baseline: what combine_A_and_B.py does, in one process."""
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for a_path in sorted(a_dir.iterdir()):
+        a = cv2.imread(str(a_path))
+        b = cv2.imread(str(b_dir / a_path.name))
+        cv2.imwrite(str(out / a_path.name), np.concatenate([a, b], axis=1), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        count += 1
+    return count
+
+
+def run_pairforge(args: list[str]) -> tuple[float, int, dict]:
+    """Run `pairforge ARGS --json` in a fresh process: (seconds, peak RSS of its largest process in MiB, summary)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairforge.cli", *args, "--json"], capture_output=True, text=True, check=True
+    )
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    return seconds, peak_mib, json.loads(proc.stdout)
+
+
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    count = fn()
+    return time.perf_counter() - start, count
+
+
+def bench_combine(workdir: Path, n: int) -> dict:
+    a_dir, b_dir = generate_jpeg_pairs(workdir / "raw", 4 * n)
+    small_a, small_b = workdir / "small" / "A", workdir / "small" / "B"
+    small_a.mkdir(parents=True)
+    small_b.mkdir(parents=True)
+    for name in sorted(os.listdir(a_dir))[:n]:
+        os.link(a_dir / name, small_a / name)
+        os.link(b_dir / name, small_b / name)
+    base_s, base_n = timed(lambda: opencv_combine_loop(small_a, small_b, workdir / "baseline"))
+    pf_s, peak_n, summary = run_pairforge(["combine", str(small_a), str(small_b), str(workdir / "out_n")])
+    _, peak_4n, _ = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / "out_4n")])
+    assert summary["written"] == base_n == n, summary
+    return {
+        "benchmark": "combine 256x256 JPEG pairs",
+        "n": n,
+        "baseline": "single-process OpenCV read-concatenate-write loop",
+        "baseline_pairs_per_s": round(base_n / base_s, 1),
+        "pairforge_pairs_per_s": round(n / pf_s, 1),
+        "ratio": round(base_s / pf_s, 2),
+        "peak_rss_mib_n": peak_n,
+        "peak_rss_mib_4n": peak_4n,
+    }
+
+
+BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {"combine": bench_combine}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
+    parser.add_argument("--n", type=int, default=2000, help="pairs per benchmark")
+    args = parser.parse_args()
+    print(f"cores: {len(os.sched_getaffinity(0))}")
+    for name in args.names or BENCHMARKS:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = BENCHMARKS[name](Path(tmp), args.n)
+        for key, value in result.items():
+            print(f"  {key:24s} {value}")
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
