@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
+import shutil
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from pairforge.errors import UsageError
 from pairforge.invocation import command_line
@@ -18,8 +22,12 @@ from pairforge.prep import datasets
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import SIZE_POLICIES, CombineBuilder, default_format, find_pairs
 from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
+from pairforge.prep.download import Retry, fetch_file, verify
+from pairforge.prep.fetch import CATALOGUE, CYCLEGAN_URL, PIX2PIX_URL, extract, index_extracted
 from pairforge.prep.imageio import WHITE
+from pairforge.prep.manifest import manifest_path, read_manifest, write_manifest
 from pairforge.prep.options import (
+    DataRoot,
     DryRun,
     FormatOpt,
     JsonOut,
@@ -39,6 +47,7 @@ from pairforge.prep.options import (
     source_path,
 )
 from pairforge.prep.pairing import KeyRule, Pair, Rejection, SplitSpec, assign_splits
+from pairforge.prep.progress import byte_columns, progress_bar
 from pairforge.prep.runner import Job, RunSettings, require_inputs
 from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
 
@@ -330,6 +339,12 @@ def _run_conversion(
     execute(job, settings, reporting)
 
 
+def mirror_url(url: str) -> str:
+    """The same file name under `$PAIRFORGE_MIRROR` when it is set."""
+    mirror = os.environ.get("PAIRFORGE_MIRROR")
+    return f"{mirror.rstrip('/')}/{Path(urlparse(url).path).name}" if mirror else url
+
+
 def check(
     root: Annotated[Path, typer.Argument(help="A dataset folder with manifest.json.")],
     quiet: Quiet = False,
@@ -373,7 +388,64 @@ def check(
         raise typer.Exit(1)
 
 
+def fetch(
+    name: Annotated[str | None, typer.Argument(help="Dataset name (see --list).")] = None,
+    out: Annotated[
+        Path | None, typer.Argument(help="Output folder (default: DATA_ROOT/NAME or datasets/NAME).")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the datasets with their sizes and URLs.")] = False,
+    url: Annotated[str | None, typer.Option(help="Download from this URL instead (a mirror, or file://).")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the archive.")] = None,
+    retries: Annotated[int, typer.Option(help="Download attempts before giving up.", min=1)] = 4,
+    data_root: DataRoot = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download a standard pix2pix/CycleGAN dataset: resumable, verified, safely extracted, with a manifest.
+
+    Examples:
+
+      pairforge fetch --list
+
+      pairforge fetch facades datasets/facades
+
+      PAIRFORGE_MIRROR=https://mirror.example/pix2pix pairforge fetch maps
+    """
+    if list_ or name is None:
+        table = Table(title="pairforge fetch: datasets", title_justify="left")
+        for column in ("name", "model", "size", "about"):
+            table.add_column(column)
+        for entry in CATALOGUE.values():
+            table.add_row(entry.name, entry.kind, f"~{entry.size_mb} MB", entry.about)
+        Console().print(table)
+        print(f"from {PIX2PIX_URL} and {CYCLEGAN_URL}")
+        return
+    entry = CATALOGUE.get(name)
+    if entry is None and url is None:
+        raise UsageError(f"unknown dataset {name!r}; see pairforge fetch --list (or give --url)")
+    source = url or mirror_url(entry.url) if entry else url
+    target = out or (data_root or Path("datasets")) / name
+    if manifest_path(target).is_file() and not overwrite:
+        if read_manifest(target).sources.get("archive") == source:
+            if not quiet:
+                print(f"{target}: already fetched from {source} (use --overwrite to fetch again)")
+            return
+        raise UsageError(f"{target} holds another dataset; use --overwrite or another folder")
+    download_dir = target.with_name(f".{target.name}.download")
+    archive = download_dir / Path(urlparse(source).path).name
+    with progress_bar(not quiet, archive.name, byte_columns(), None) as update:
+        fetch_file(source, archive, Retry(tries=retries), lambda done, total: update(completed=done, total=total))
+    verify(source, archive, sha256)
+    skipped = extract(archive, target)
+    manifest = index_extracted(target, source, {"name": name, "url": source}, command_line(), skipped)
+    write_manifest(target, manifest)
+    shutil.rmtree(download_dir, ignore_errors=True)
+    if not quiet:
+        counts = ", ".join(f"{k} {v}" for k, v in manifest.finalize().counts.items())
+        print(f"{target}: {manifest.layouts[0]} dataset, {counts}; {len(skipped)} non-image files skipped")
+
+
 def register(app: typer.Typer) -> None:
     """Add the folder commands to the root app."""
-    for command in (combine, split, pair, unpair, check):
+    for command in (combine, split, pair, unpair, check, fetch):
         app.command(help=command.__doc__)(command)

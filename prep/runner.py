@@ -15,18 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from pairforge.errors import UsageError
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
 from pairforge.prep.manifest import (
@@ -38,6 +26,7 @@ from pairforge.prep.manifest import (
     write_manifest,
 )
 from pairforge.prep.pairing import Pair, Rejection
+from pairforge.prep.progress import count_columns, progress_bar
 from pairforge.prep.writers import Formats, Layout, PairImages
 
 Builder = Callable[[Pair], PairImages]
@@ -101,7 +90,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     stale = _previous_outputs(job.out) if settings.overwrite else set()
     job.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with _progress(settings.progress, len(job.pairs)) as advance:
+    with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
         for status, record in _execute(job, settings):
             if status == "rejected":
                 manifest.rejected.append(RejectedRecord(**record))
@@ -109,7 +98,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
                 manifest.items.append(ItemRecord.model_validate(record))
                 result.written += status == "written"
                 result.skipped += status == "skipped"
-            advance()
+            update(advance=1)
     result.seconds = time.perf_counter() - start
     for rel in stale - {o.path for it in manifest.items for o in it.outputs}:
         (job.out / rel).unlink(missing_ok=True)
@@ -213,40 +202,6 @@ def _shape_of(payload, path: Path) -> tuple[int, int]:
 def _existing(out: Path, layout: str, rel: str) -> dict:
     width, height = image_size(out / rel)
     return {"layout": layout, "path": rel, "sha256": sha256_file(out / rel), "width": width, "height": height}
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.1f} pairs/s" if task.speed else "", style="progress.data.speed")
-
-
-class _progress:
-    """A Rich progress bar on stderr (counts, rate, ETA), or nothing when quiet."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled:
-            self.bar = Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                _RateColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.task = self.bar.add_task("pairs", total=total)
-
-    def __enter__(self):
-        if self.bar is None:
-            return lambda: None
-        self.bar.__enter__()
-        return lambda: self.bar.advance(self.task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 def require_inputs(*folders: Path) -> None:
