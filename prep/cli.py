@@ -29,12 +29,14 @@ from pairforge.prep.manifest import manifest_path, read_manifest, write_manifest
 from pairforge.prep.options import (
     DataRoot,
     DryRun,
+    Executor,
     FormatOpt,
     JsonOut,
     LayoutOpt,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     SplitOpt,
@@ -44,6 +46,7 @@ from pairforge.prep.options import (
     formats_from,
     key_value_table,
     layouts_from,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import KeyRule, Pair, Rejection, SplitSpec, assign_splits
@@ -98,6 +101,8 @@ def combine(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -167,7 +172,7 @@ def combine(
         options=options,
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def split(
@@ -178,6 +183,8 @@ def split(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -214,7 +221,7 @@ def split(
         fmt,
         quality,
         options,
-        RunSettings(workers, overwrite, dry_run),
+        run_settings(workers, overwrite, dry_run, executor, ray_address),
         Reporting(quiet, json_, strict),
     )
 
@@ -226,6 +233,8 @@ def unpair(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -256,7 +265,7 @@ def unpair(
         fmt,
         quality,
         {"format": fmt, "quality": quality},
-        RunSettings(workers, overwrite, dry_run),
+        run_settings(workers, overwrite, dry_run, executor, ray_address),
         Reporting(quiet, json_, strict),
     )
 
@@ -272,6 +281,8 @@ def pair(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -306,7 +317,7 @@ def pair(
         fmt,
         quality,
         options,
-        RunSettings(workers, overwrite, dry_run),
+        run_settings(workers, overwrite, dry_run, executor, ray_address),
         Reporting(quiet, json_, strict),
     )
 

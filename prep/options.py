@@ -14,10 +14,15 @@ from rich.table import Table
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_choices
+from pairforge.prep.executors import EXECUTORS
 from pairforge.prep.imageio import ImageFormat
 from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
 from pairforge.prep.writers import LAYOUTS, Formats, Layout, make_layouts
 
+Executor = Annotated[str, typer.Option("--executor", help="Where pairs are built: local (process pool) or ray.")]
+RayAddress = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray cluster: auto or HOST:PORT (default: start a local Ray).")
+]
 Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (0 = all cores).", min=0)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Rebuild OUT instead of resuming it.")]
@@ -52,6 +57,15 @@ def formats_from(format_: str | None, quality: int, default_a: str, default_b: s
     if format_ is not None:
         parse_choices(format_, "--format", ("png", "jpg"))
     return Formats(ImageFormat(format_ or default_a, quality), ImageFormat(format_ or default_b, quality))
+
+
+def run_settings(
+    workers: int, overwrite: bool, dry_run: bool, executor: str = "local", ray_address: str | None = None
+) -> RunSettings:
+    """RunSettings from the shared flags, with `--executor` checked."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
+    return RunSettings(workers, overwrite, dry_run, executor=executor, ray_address=ray_address)
 
 
 def execute(job: Job, settings: RunSettings, reporting: Reporting) -> RunResult:

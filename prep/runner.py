@@ -7,7 +7,6 @@ hash and write atomically; the parent only counts and shows progress.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairforge.errors import UsageError
+from pairforge.prep.executors import LocalPool, RayCluster, run_sharded
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
 from pairforge.prep.manifest import (
     ItemRecord,
@@ -55,6 +55,8 @@ class RunSettings:
     overwrite: bool = False
     dry_run: bool = False
     progress: bool = True
+    executor: str = "local"  # or "ray"
+    ray_address: str | None = None
 
 
 @dataclass
@@ -137,17 +139,20 @@ def _previous_outputs(out: Path) -> set[str]:
     return {o.path for it in read_manifest(out).items for o in it.outputs}
 
 
-def _execute(job: Job, settings: RunSettings) -> Iterator[tuple[str, ItemRecord | RejectedRecord]]:
+def _execute(job: Job, settings: RunSettings) -> Iterator[tuple[str, dict]]:
     workers = min(settings.workers or default_workers(), max(1, len(job.pairs)))
     state = (job.out, job.builder, job.layouts, job.formats, settings.overwrite)
-    if workers <= 1 or len(job.pairs) < 4:
+    if settings.executor == "ray":
+        cluster = RayCluster(_run_shard_with_state, state, settings.ray_address)
+        try:
+            yield from run_sharded(cluster, job.pairs, workers)
+        finally:
+            cluster.close()
+    elif workers <= 1 or len(job.pairs) < 4:
         _init_worker(state)
         yield from map(_process, job.pairs)
-        return
-    chunksize = max(1, min(32, len(job.pairs) // (workers * 8)))
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-        yield from pool.imap_unordered(_process, job.pairs, chunksize=chunksize)
+    else:
+        yield from run_sharded(LocalPool(_run_shard, _init_worker, state, workers), job.pairs, workers)
 
 
 _STATE: tuple | None = None
@@ -156,6 +161,15 @@ _STATE: tuple | None = None
 def _init_worker(state: tuple) -> None:
     global _STATE
     _STATE = state
+
+
+def _run_shard(pairs: list[Pair]) -> list[tuple[str, dict]]:
+    return [_process(pair) for pair in pairs]
+
+
+def _run_shard_with_state(state: tuple, pairs: list[Pair]) -> list[tuple[str, dict]]:
+    _init_worker(state)
+    return _run_shard(pairs)
 
 
 def _process(pair: Pair) -> tuple[str, dict]:

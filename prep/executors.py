@@ -1,0 +1,98 @@
+"""Where a job's pairs run: a local process pool or a Ray cluster, both in shards of pairs.
+
+Both run the same per-pair code (`runner._process`). A shard whose worker dies (a crash in a decoder, a killed
+node) is run again pair by pair; a pair that still takes its worker down is rejected with the reason, so no
+input is ever missing from the manifest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+
+from pairforge.errors import UsageError
+from pairforge.prep.pairing import Pair
+
+Result = tuple[str, dict]
+Shard = list[Pair]
+RunShard = Callable[[Shard], list[Result]]
+EXECUTORS = ("local", "ray")
+
+
+def shards_of(pairs: list[Pair], workers: int) -> list[Shard]:
+    """Shards small enough to balance the load and show progress, large enough to amortise dispatch."""
+    size = max(1, min(32, len(pairs) // (workers * 8)))
+    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+
+
+def run_sharded(backend, pairs: list[Pair], workers: int) -> Iterator[Result]:
+    """Yield every pair's result; pairs of crashed shards are retried alone, then rejected."""
+    suspects: list[Pair] = []
+    for shard, outcome in backend.map_shards(shards_of(pairs, workers)):
+        if isinstance(outcome, Exception):
+            suspects += shard
+        else:
+            yield from outcome
+    singles = [[pair] for pair in suspects]
+    retried = backend.map_shards(singles) if backend.isolated else (r for s in singles for r in backend.map_shards([s]))
+    for (pair,), outcome in retried:
+        if isinstance(outcome, Exception):
+            reason = f"worker crashed while building this pair ({type(outcome).__name__})"
+            yield "rejected", {"paths": pair.sources, "reason": reason, "kind": "worker crashed"}
+        else:
+            yield from outcome
+
+
+class LocalPool:
+    """Worker processes on this machine. A crash breaks the whole pool, so retries run one pair per pool."""
+
+    isolated = False
+
+    def __init__(self, run_shard: RunShard, init: Callable, state: tuple, workers: int):
+        self.run_shard, self.init, self.state, self.workers = run_shard, init, state, workers
+
+    def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
+        context = multiprocessing.get_context("spawn")
+        workers = min(self.workers, len(shards))
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,)) as pool:
+            futures = {pool.submit(self.run_shard, shard): shard for shard in shards}
+            for future in as_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except BrokenProcessPool as exc:
+                    yield futures[future], exc
+
+
+class RayCluster:
+    """Ray tasks, one per shard, on a local Ray instance or the cluster at `address` (`auto` or HOST:PORT).
+    Outputs must be on a filesystem every node sees."""
+
+    isolated = True
+
+    def __init__(self, run_shard_with_state: Callable, state: tuple, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'pairforge[ray]'") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        self.task = ray.remote(max_retries=2)(run_shard_with_state)
+        self.state = ray.put(state)
+
+    def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
+        pending = {self.task.remote(self.state, shard): shard for shard in shards}
+        while pending:
+            [ref], _ = self.ray.wait(list(pending), num_returns=1)
+            shard = pending.pop(ref)
+            try:
+                yield shard, self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:
+                yield shard, exc
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()

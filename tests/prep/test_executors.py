@@ -1,0 +1,80 @@
+"""Executors: a worker that dies never loses a pair; Ray builds the same dataset as the local pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pairforge.prep.combine import CombineBuilder
+from pairforge.prep.imageio import ImageFormat
+from pairforge.prep.manifest import read_manifest
+from pairforge.prep.pairing import Pair
+from pairforge.prep.runner import Job, RunSettings, run_job
+from pairforge.prep.writers import AbLayout, Formats, PairImages
+from tests.conftest import pattern, save
+
+
+@dataclass(frozen=True)
+class CrashingBuilder:
+    """Kills its worker process on one key, like a segfaulting decoder would."""
+
+    inner: CombineBuilder
+    fatal_key: str
+
+    def __call__(self, pair: Pair) -> PairImages:
+        if pair.key == self.fatal_key:
+            os._exit(3)
+        return self.inner(pair)
+
+
+def make_job(tmp_path: Path, n: int, builder_for=lambda b: b) -> Job:
+    a, b = tmp_path / "A", tmp_path / "B"
+    for i in range(n):
+        save(a / f"{i:02d}.png", pattern(16, 16, i))
+        save(b / f"{i:02d}.png", pattern(16, 16, 50 + i))
+    pairs = [Pair(f"{i:02d}", "train", {"A": f"{i:02d}.png", "B": f"{i:02d}.png"}) for i in range(n)]
+    fmt = ImageFormat("png")
+    return Job(
+        out=tmp_path / "out", sources={"A": a, "B": b}, pairs=pairs, rejected=[],
+        builder=builder_for(CombineBuilder(a, b)), layouts=[AbLayout()], formats=Formats(fmt, fmt),
+        options={}, command=["test"],
+    )  # fmt: skip
+
+
+def test_a_crashing_worker_loses_no_pair(tmp_path):
+    job = make_job(tmp_path, 40, lambda b: CrashingBuilder(b, "07"))
+    run_job(job, RunSettings(workers=2, progress=False))
+    manifest = read_manifest(job.out)
+    assert sorted(it.key for it in manifest.items) == [f"{i:02d}" for i in range(40) if i != 7]
+    [rejected] = manifest.rejected
+    assert rejected.paths == {"A": "07.png", "B": "07.png"}
+    assert rejected.reason.startswith("worker crashed while building this pair")
+
+
+def test_unknown_executor_and_missing_ray_are_one_line_errors(tmp_path, cli, monkeypatch):
+    save(tmp_path / "A" / "x.png", pattern(8, 8))
+    save(tmp_path / "B" / "x.png", pattern(8, 8))
+    result = cli("combine", tmp_path / "A", tmp_path / "B", tmp_path / "o", "--executor", "dask")
+    assert result.code == 2 and "choose from local, ray" in result.err
+
+
+@pytest.mark.slow
+def test_ray_builds_the_same_dataset_as_the_local_pool(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    here = Path(__file__)  # Ray workers import CrashingBuilder as pytest named its module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here.parent), str(here.parents[2])]))
+    local = make_job(tmp_path, 24)
+    run_job(local, RunSettings(workers=2, progress=False))
+    on_ray = make_job(tmp_path, 24, lambda b: CrashingBuilder(b, "05"))
+    on_ray.out = tmp_path / "ray_out"
+    run_job(on_ray, RunSettings(workers=2, progress=False, executor="ray"))
+    local_items = {it.key: it for it in read_manifest(local.out).items}
+    ray_manifest = read_manifest(on_ray.out)
+    assert len(ray_manifest.items) == 23
+    for item in ray_manifest.items:
+        assert item == local_items[item.key]  # same paths and sha256: byte-identical files
+    assert [r.paths["A"] for r in ray_manifest.rejected] == ["05.png"]
+    assert ray_manifest.rejected[0].kind == "worker crashed"
