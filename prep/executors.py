@@ -8,6 +8,8 @@ input is ever missing from the manifest.
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -45,24 +47,52 @@ def run_sharded(backend, pairs: list[Pair], workers: int) -> Iterator[Result]:
             yield from outcome
 
 
+# Libraries whose threads or device state do not survive fork(): with one of them loaded, workers are spawned.
+FORK_UNSAFE = ("torch", "onnxruntime", "ray")
+
+
+def start_method() -> str:
+    """`fork` (workers start in milliseconds, inheriting loaded modules) while this process runs no other Python
+    thread and no fork-unsafe library; otherwise `spawn` (each worker imports afresh, about a second)."""
+    safe = threading.active_count() == 1 and not any(name in sys.modules for name in FORK_UNSAFE)
+    return "fork" if safe and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class LocalPool:
-    """Worker processes on this machine. A crash breaks the whole pool, so retries run one pair per pool."""
+    """Worker processes on this machine, started at once (before any progress-bar thread exists, so they can be
+    forked). A crash breaks the whole pool, so retries run one pair at a time, in a new pool after each crash."""
 
     isolated = False
 
     def __init__(self, run_shard: RunShard, init: Callable, state: tuple, workers: int):
         self.run_shard, self.init, self.state, self.workers = run_shard, init, state, workers
+        self.pool: ProcessPoolExecutor | None = self._start(workers, start_method())
+
+    def _start(self, workers: int, method: str) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context(method)
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
+        for future in [pool.submit(int) for _ in range(workers)]:
+            future.result()  # start every worker now
+        return pool
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
-        context = multiprocessing.get_context("spawn")
-        workers = min(self.workers, len(shards))
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,)) as pool:
-            futures = {pool.submit(self.run_shard, shard): shard for shard in shards}
-            for future in as_completed(futures):
-                try:
-                    yield futures[future], future.result()
-                except BrokenProcessPool as exc:
-                    yield futures[future], exc
+        if self.pool is None:  # the last one broke: retries run in a one-worker pool
+            self.pool = self._start(1, start_method())
+        futures = {self.pool.submit(self.run_shard, shard): shard for shard in shards}
+        broken = False
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except BrokenProcessPool as exc:
+                broken = True
+                yield futures[future], exc
+        if broken:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 class RayCluster:

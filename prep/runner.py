@@ -92,15 +92,19 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     stale = _previous_outputs(job.out) if settings.overwrite else set()
     job.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
-        for status, record in _execute(job, settings):
-            if status == "rejected":
-                manifest.rejected.append(RejectedRecord(**record))
-            else:
-                manifest.items.append(ItemRecord.model_validate(record))
-                result.written += status == "written"
-                result.skipped += status == "skipped"
-            update(advance=1)
+    executor = _executor(job, settings)
+    try:
+        with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
+            for status, record in executor.results(job.pairs):
+                if status == "rejected":
+                    manifest.rejected.append(RejectedRecord(**record))
+                else:
+                    manifest.items.append(ItemRecord.model_validate(record))
+                    result.written += status == "written"
+                    result.skipped += status == "skipped"
+                update(advance=1)
+    finally:
+        executor.close()
     result.seconds = time.perf_counter() - start
     for rel in stale - {o.path for it in manifest.items for o in it.outputs}:
         (job.out / rel).unlink(missing_ok=True)
@@ -139,20 +143,41 @@ def _previous_outputs(out: Path) -> set[str]:
     return {o.path for it in read_manifest(out).items for o in it.outputs}
 
 
-def _execute(job: Job, settings: RunSettings) -> Iterator[tuple[str, dict]]:
+class _InProcess:
+    """Pairs built in this process, one after another (--workers 1, tiny jobs, debugging)."""
+
+    def __init__(self, state: tuple):
+        _init_worker(state)
+
+    def results(self, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
+        return map(_process, pairs)
+
+    def close(self) -> None:
+        pass
+
+
+class _Sharded:
+    """A local pool or a Ray cluster running shards of pairs (see executors.py)."""
+
+    def __init__(self, backend, workers: int):
+        self.backend, self.workers = backend, workers
+
+    def results(self, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
+        return run_sharded(self.backend, pairs, self.workers)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _executor(job: Job, settings: RunSettings):
+    """Start the workers that will build the job's pairs."""
     workers = min(settings.workers or default_workers(), max(1, len(job.pairs)))
     state = (job.out, job.builder, job.layouts, job.formats, settings.overwrite)
     if settings.executor == "ray":
-        cluster = RayCluster(_run_shard_with_state, state, settings.ray_address)
-        try:
-            yield from run_sharded(cluster, job.pairs, workers)
-        finally:
-            cluster.close()
-    elif workers <= 1 or len(job.pairs) < 4:
-        _init_worker(state)
-        yield from map(_process, job.pairs)
-    else:
-        yield from run_sharded(LocalPool(_run_shard, _init_worker, state, workers), job.pairs, workers)
+        return _Sharded(RayCluster(_run_shard_with_state, state, settings.ray_address), workers)
+    if workers <= 1 or len(job.pairs) < 4:
+        return _InProcess(state)
+    return _Sharded(LocalPool(_run_shard, _init_worker, state, workers), workers)
 
 
 _STATE: tuple | None = None
