@@ -18,7 +18,7 @@ from rich.table import Table
 from pairforge.errors import UsageError
 from pairforge.invocation import command_line
 from pairforge.parsing import parse_list, parse_size
-from pairforge.prep import datasets
+from pairforge.prep import datasets, folder_tools
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import SIZE_POLICIES, CombineBuilder, default_format, find_pairs
 from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
@@ -460,3 +460,4 @@ def register(app: typer.Typer) -> None:
     """Add the folder commands to the root app."""
     for command in (combine, split, pair, unpair, check, fetch):
         app.command(help=command.__doc__)(command)
+    folder_tools.register(app)
