@@ -61,15 +61,16 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def open_image(path: Path, data: bytes | None = None) -> Image.Image:
-    """Decode fully, with EXIF orientation applied; every failure becomes an `ImageRejected`."""
+def open_image(path: Path, data: bytes | None = None, exif: bool = True) -> Image.Image:
+    """Decode fully, with EXIF orientation applied (unless `exif` is False); every failure becomes an
+    `ImageRejected`."""
     data = read_bytes(path) if data is None else data
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                return ImageOps.exif_transpose(img)
+                return ImageOps.exif_transpose(img) if exif else img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(f"decompression bomb refused (over {MAX_PIXELS} pixels)", "too large") from None
     except UnidentifiedImageError:
@@ -100,15 +101,18 @@ def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.nd
     return np.asarray(img.convert("RGB"))
 
 
-def read_rgb(path: Path, background: tuple[int, int, int] = WHITE) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (see module docstring for the conversions)."""
+def read_rgb(path: Path, background: tuple[int, int, int] = WHITE, exif: bool = True) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB (see module docstring for the conversions).
+
+    `exif=False` keeps the stored pixel order, for annotations made on it (COCO's are)."""
     data = read_bytes(path)
     if _is_plain_8bit(data):
+        flags = cv2.IMREAD_COLOR_RGB | (0 if exif else cv2.IMREAD_IGNORE_ORIENTATION)
         try:
-            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)  # applies EXIF orientation
+            return cv2.imdecode(np.frombuffer(data, np.uint8), flags)  # applies EXIF orientation unless ignored
         except cv2.error:
             pass  # e.g. over the pixel limit: Pillow below gives the precise reason
-    return to_rgb8(open_image(path, data), background)
+    return to_rgb8(open_image(path, data, exif), background)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
