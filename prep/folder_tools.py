@@ -20,12 +20,14 @@ from pairforge.parsing import parse_choices, parse_size
 from pairforge.prep.imageio import ImageFormat, read_rgb, sha256_file
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     FormatOpt,
     JsonOut,
     LayoutOpt,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     SplitOpt,
@@ -34,6 +36,7 @@ from pairforge.prep.options import (
     execute,
     formats_from,
     layouts_from,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import (
@@ -45,7 +48,7 @@ from pairforge.prep.pairing import (
     has_split_folders,
     index_folder,
 )
-from pairforge.prep.runner import Job, RunSettings, default_workers, require_inputs
+from pairforge.prep.runner import Job, default_workers, require_inputs
 from pairforge.prep.transforms.background import (
     BG_DEVICES,
     BG_METHODS,
@@ -299,6 +302,8 @@ def edges(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -325,7 +330,7 @@ def edges(
     if not has_split_folders(root):
         options.update(split=str(spec), seed=seed)
     job = setup.job(root, out, scan_folder(root, spec, seed), builder, options, layout, format_, quality)
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def rmbg(
@@ -343,6 +348,8 @@ def rmbg(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -378,7 +385,7 @@ def rmbg(
         options=options,
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:

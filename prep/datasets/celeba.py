@@ -35,21 +35,23 @@ from pairforge.prep.folder_tools import (
 )
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     FormatOpt,
     JsonOut,
     LayoutOpt,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     Strict,
     Workers,
     execute,
     raw_source,
+    run_settings,
 )
 from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, assign_splits, index_folder
-from pairforge.prep.runner import RunSettings
 
 IMAGES = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
@@ -160,6 +162,8 @@ def celeba(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -197,7 +201,7 @@ def celeba(
         options["seed"] = seed
     scanned = scan_celeba(images, partition, limit_spec, spec, seed)
     job = setup.job(images, out, scanned, builder, options, layout, format_, quality)
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:

@@ -23,12 +23,14 @@ from pairforge.parsing import parse_size
 from pairforge.prep.imageio import ImageRejected, open_image, read_bytes, read_rgb
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     FormatOpt,
     JsonOut,
     LayoutOpt,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Strict,
     Workers,
@@ -36,10 +38,11 @@ from pairforge.prep.options import (
     formats_from,
     layouts_from,
     raw_source,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import FolderIndex, Pair, Rejection, match_pairs, safe_key
-from pairforge.prep.runner import Job, RunSettings
+from pairforge.prep.runner import Job
 from pairforge.prep.transforms.pillow_resize import pillow_bicubic
 from pairforge.prep.transforms.resize import resize
 from pairforge.prep.writers import PairImages
@@ -222,6 +225,8 @@ def cityscapes(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -275,7 +280,7 @@ def cityscapes(
         options=options,
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:

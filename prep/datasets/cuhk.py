@@ -23,12 +23,14 @@ from pairforge.prep.combine import default_format, find_pairs
 from pairforge.prep.imageio import WHITE, ImageRejected, open_image, read_bytes, read_rgb
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     FormatOpt,
     JsonOut,
     LayoutOpt,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     SplitOpt,
@@ -38,10 +40,11 @@ from pairforge.prep.options import (
     formats_from,
     layouts_from,
     raw_source,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import KeyRule, Pair, SplitSpec, safe_key
-from pairforge.prep.runner import Job, RunSettings
+from pairforge.prep.runner import Job
 from pairforge.prep.transforms.resize import FITS, fit
 from pairforge.prep.writers import Formats, Layout, PairImages
 
@@ -196,6 +199,8 @@ def cuhk(
     format_: FormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -241,7 +246,7 @@ def cuhk(
         options=options,
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:

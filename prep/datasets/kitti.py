@@ -19,10 +19,12 @@ from pairforge.parsing import parse_size
 from pairforge.prep.imageio import ImageFormat, ImageRejected, open_image, read_rgb
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     JsonOut,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     Strict,
@@ -31,10 +33,11 @@ from pairforge.prep.options import (
     formats_from,
     layouts_from,
     raw_source,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import Pair, Rejection, safe_key
-from pairforge.prep.runner import Job, RunSettings
+from pairforge.prep.runner import Job
 from pairforge.prep.transforms.depth import (
     CROP_MODES,
     DEPTH_RESIZES,
@@ -310,6 +313,8 @@ def kitti(
     format_: RgbFormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -353,7 +358,7 @@ def kitti(
         options=options,
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:

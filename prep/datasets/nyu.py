@@ -38,19 +38,22 @@ from pairforge.prep.datasets.kitti import (
 from pairforge.prep.imageio import ImageRejected
 from pairforge.prep.options import (
     DryRun,
+    Executor,
     JsonOut,
     Overwrite,
     Quality,
     Quiet,
+    RayAddress,
     Reporting,
     Seed,
     Strict,
     Workers,
     execute,
+    run_settings,
     source_path,
 )
 from pairforge.prep.pairing import Pair, Rejection, SplitSpec, assign_splits
-from pairforge.prep.runner import Job, RunSettings
+from pairforge.prep.runner import Job
 from pairforge.prep.transforms.depth import Crops, DepthCoding, DepthPairMaker
 
 MAT_NAME = "nyu_depth_v2_labeled.mat"
@@ -220,6 +223,8 @@ def nyu(
     format_: RgbFormatOpt = None,
     quality: Quality = 95,
     workers: Workers = 0,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
     strict: Strict = False,
@@ -263,7 +268,7 @@ def nyu(
         options={**options, "format": formats.a.ext, "quality": quality},
         command=command_line(),
     )
-    execute(job, RunSettings(workers, overwrite, dry_run), Reporting(quiet, json_, strict))
+    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 
 def register(app: typer.Typer) -> None:
