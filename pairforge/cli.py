@@ -36,10 +36,15 @@ def root(
 
 
 def _register() -> None:
+    from pairforge import commands
     from pairforge.prep import cli as prep_cli
 
     app.add_typer(prep_cli.prep_app, name="prep")
     prep_cli.register(app)
+    commands.register(app)
+    from pairforge.train import cli as train_cli
+
+    train_cli.register(app)
 
 
 _register()

@@ -1,0 +1,280 @@
+"""`pairforge train`, `pairforge test` and `pairforge translate`.
+
+The flags of `train` are generated from the fields of TrainConfig (names, defaults, help), so the two never
+drift apart. torch is imported inside the commands only: `pairforge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic.fields import FieldInfo
+from rich.console import Console
+from rich.table import Table
+
+from pairforge.errors import UsageError
+from pairforge.train.config import GeneratorName, NormName, TrainConfig, default_name, make_config
+
+TRAIN_HELP = (
+    "Train pix2pix on a paired dataset (ab or split layout) into runs/<name>/.\n\n"
+    "Flags keep the reference trainer's names and the paper's defaults (U-Net 256, 70x70 PatchGAN, batch 1,"
+    " Adam 2e-4 / 0.5, 100 + 100 epochs). On a GPU the fast mode is on unless --no_fast.\n\n"
+    "Examples:\n\n"
+    "  pairforge train --dataroot datasets/facades --direction BtoA\n\n"
+    "  pairforge train --name facades_pix2pix --continue\n\n"
+    "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000"
+)
+
+TOGGLES = {"fast", "compile", "cuda_graph"}
+"""Boolean options shown as --x/--no_x; every other boolean is a reference-style flag such as --no_flip."""
+
+ARCHITECTURE = {"netG", "norm", "ngf", "no_dropout", "input_nc", "output_nc"}
+"""Options that `test`/`translate` take for reference .pth files (pairforge checkpoints carry their own)."""
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The type Typer sees for a config field: sizes are typed as text (`286` or `572x286`)."""
+    return str if typing.get_origin(annotation) is tuple else annotation
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _option(name: str, field: FieldInfo) -> inspect.Parameter:
+    default = field.default
+    decls = [f"--{name}/--no_{name}"] if name in TOGGLES else [f"--{name}"]
+    if isinstance(default, tuple):
+        default = "x".join(map(str, default)) if default[0] != default[1] else str(default[0])
+    elif isinstance(default, Path):
+        default = str(default)
+    option = typer.Option(default, *decls, help=field.description, rich_help_panel=field.json_schema_extra["panel"])
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=_cli_type(field.annotation)
+    )
+
+
+def _flag(name: str, *decls: str, help: str, panel: str | None = None) -> inspect.Parameter:
+    option = typer.Option(False, *decls, help=help, rich_help_panel=panel)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool)
+
+
+def _train_command() -> typing.Callable[..., None]:
+    """A function whose signature lists every TrainConfig field as an option, plus the run-control flags."""
+    resume_help = "Resume <runs_dir>/<name> from its latest checkpoint; flags given now override its config."
+    extra = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        _flag("resume", "--continue", "--continue_train", help=resume_help, panel="Run"),
+        _flag("overwrite", "--overwrite", help="Delete an existing run of this name first.", panel="Run"),
+        _flag("quiet", "-q", "--quiet", help="No progress bar or summary."),
+        _flag("as_json", "--json", help="Print the summary as JSON."),
+    ]
+    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items()]
+
+    def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
+        given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
+        cfg = _resumed_config(values, given) if resume else make_config(**values)
+        from pairforge.train.loop import train as run_training
+
+        summary = run_training(cfg, resume=resume, overwrite=overwrite, quiet=quiet or as_json)
+        _report(summary, "training", quiet, as_json)
+
+    train.__signature__ = inspect.Signature([*extra, *fields])  # type: ignore[attr-defined]
+    train.__doc__ = TRAIN_HELP
+    return train
+
+
+def _resumed_config(values: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The saved config of the run, with the flags given on this command line on top (--max_steps is not
+    inherited: it limits one invocation)."""
+    name = values["name"] or (default_name(values["dataroot"]) if values["dataroot"] else "")
+    if not name:
+        raise UsageError("--continue: give the run's --name (or its --dataroot)")
+    path = Path(values["runs_dir"]) / name / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--continue: no run to continue at {path.parent} (no config.json)")
+    saved = json.loads(path.read_text())
+    return make_config(**(saved | {"max_steps": None} | given | {"name": name, "runs_dir": values["runs_dir"]}))
+
+
+def _report(summary: dict, title: str, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    if quiet:
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        text = ", ".join(f"{k} {v:.4g}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        table.add_row(key, text)
+    Console(stderr=True).print(table)
+
+
+# ---- test and translate -------------------------------------------------------------------------------------
+
+Source = Annotated[
+    str, typer.Argument(help="Run folder, run name under --runs_dir, .safetensors checkpoint, or reference .pth.")
+]
+Epoch = Annotated[str, typer.Option("--epoch", help="Checkpoint of a run: latest or an epoch number.")]
+RunsDir = Annotated[Path, typer.Option("--runs_dir", help="Folder that holds the runs.")]
+Eval = Annotated[
+    bool,
+    typer.Option(
+        "--eval", help="BatchNorm running statistics and no dropout (default: as in training, like the reference)."
+    ),
+]
+TestDropout = Annotated[
+    bool | None, typer.Option("--test_dropout/--no_test_dropout", help="Force dropout on (stochastic outputs) or off.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of test-time dropout and noise.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or summary.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+Direction = Annotated[Literal["AtoB", "BtoA"] | None, typer.Option("--direction", help="Override the run's direction.")]
+Preprocess = Annotated[
+    Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] | None,
+    typer.Option(
+        "--preprocess",
+        help="Test size: resize_and_crop = --crop_size; scale_width* = crop width, aspect kept; crop/none = native;"
+        " sides rounded to the generator's multiple. Default: the run's.",
+    ),
+]
+CropSize = Annotated[str | None, typer.Option("--crop_size", help="Test size for resize_and_crop: N or WxH.")]
+_REF = "Reference .pth only"
+NetG = Annotated[GeneratorName, typer.Option("--netG", help="Generator architecture.", rich_help_panel=_REF)]
+Norm = Annotated[NormName, typer.Option("--norm", help="Normalization layers.", rich_help_panel=_REF)]
+Ngf = Annotated[int, typer.Option("--ngf", help="Generator filters in the first layer.", rich_help_panel=_REF)]
+NoDropout = Annotated[bool, typer.Option("--no_dropout", help="G was trained without dropout.", rich_help_panel=_REF)]
+InputNc = Annotated[Literal[1, 3], typer.Option("--input_nc", help="Input channels.", rich_help_panel=_REF)]
+OutputNc = Annotated[Literal[1, 3], typer.Option("--output_nc", help="Output channels.", rich_help_panel=_REF)]
+
+
+def _options(ctx: typer.Context, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Options given on the command line; architecture flags only make sense for reference .pth files."""
+    given = {k: v for k, v in values.items() if v is not None and _on_command_line(ctx, k)}
+    if Path(source).suffix in (".pth", ".pt"):
+        return {k: v for k, v in values.items() if k in ARCHITECTURE} | given
+    misplaced = sorted(set(given) & ARCHITECTURE)
+    if misplaced:
+        raise UsageError(
+            f"--{misplaced[0]}: only for reference .pth checkpoints (pairforge checkpoints know their architecture)"
+        )
+    return given
+
+
+def _generator(
+    source: str, runs_dir: Path, epoch: str, device: str, options: dict, eval_mode: bool, dropout: bool | None
+):
+    from pairforge.train.evaluate import load_generator
+    from pairforge.train.fast import resolve_device
+
+    return load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
+
+
+def test(
+    ctx: typer.Context,
+    source: Source,
+    dataroot: Annotated[Path | None, typer.Option("--dataroot", help="Dataset root (default: the run's).")] = None,
+    phase: Annotated[str, typer.Option("--phase", help="Split to test.")] = "test",
+    results_dir: Annotated[
+        Path | None, typer.Option("--results_dir", help="Output folder (default: <run>/results/<phase>_<epoch>).")
+    ] = None,
+    num_test: Annotated[
+        int | None, typer.Option("--num_test", help="Test at most this many pairs (default: all).", min=1)
+    ] = None,
+    epoch: Epoch = "latest",
+    runs_dir: RunsDir = Path("runs"),
+    eval_mode: Eval = False,
+    test_dropout: TestDropout = None,
+    direction: Direction = None,
+    preprocess: Preprocess = None,
+    crop_size: CropSize = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    netG: NetG = "unet_256",
+    norm: Norm = "batch",
+    ngf: Ngf = 64,
+    no_dropout: NoDropout = False,
+    input_nc: InputNc = 3,
+    output_nc: OutputNc = 3,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Translate a test split with a trained generator: images, index.html (input | output | target) and
+    metrics.json (L1, PSNR, SSIM against the targets).
+
+    Examples:
+
+      pairforge test facades_pix2pix --dataroot datasets/facades
+
+      pairforge test checkpoints/facades_label2photo/latest_net_G.pth --dataroot datasets/facades --direction BtoA
+    """
+    from pairforge.train.evaluate import run_test
+    from pairforge.train.runlog import progress_bar
+
+    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction", "preprocess", "crop_size"}}
+    gen = _generator(source, runs_dir, epoch, device, _options(ctx, values, source), eval_mode, test_dropout)
+    if dataroot is None and gen.cfg.dataroot is None:
+        raise UsageError("--dataroot is required for a checkpoint that does not name its dataset")
+    if results_dir is None:
+        results_dir = (
+            gen.run.results / f"{phase}_{epoch}" if gen.run else Path("results") / f"{gen.checkpoint.stem}_{phase}"
+        )
+    with progress_bar(quiet or as_json) as progress:
+        metrics = run_test(gen, dataroot or gen.cfg.dataroot, phase, results_dir, num_test, seed, progress)
+    summary = {k: v for k, v in metrics.items() if k != "images"} | {"results": str(results_dir)}
+    _report(summary, "test", quiet, as_json)
+
+
+def translate(
+    ctx: typer.Context,
+    source: Source,
+    in_dir: Annotated[Path, typer.Argument(help="Folder of input images.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the outputs (<stem>.png, at the input's size).")],
+    epoch: Epoch = "latest",
+    runs_dir: RunsDir = Path("runs"),
+    eval_mode: Eval = False,
+    test_dropout: TestDropout = None,
+    preprocess: Preprocess = None,
+    crop_size: CropSize = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    netG: NetG = "unet_256",
+    norm: Norm = "batch",
+    ngf: Ngf = 64,
+    no_dropout: NoDropout = False,
+    input_nc: InputNc = 3,
+    output_nc: OutputNc = 3,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Translate a folder of images that have no targets.
+
+    Example:
+
+      pairforge translate facades_pix2pix labels/ photos/
+    """
+    from pairforge.train.evaluate import translate_folder
+    from pairforge.train.runlog import progress_bar
+
+    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"preprocess", "crop_size"}}
+    gen = _generator(source, runs_dir, epoch, device, _options(ctx, values, source), eval_mode, test_dropout)
+    with progress_bar(quiet or as_json) as progress:
+        count = translate_folder(gen, in_dir, out_dir, seed, progress)
+    _report(
+        {"checkpoint": str(gen.checkpoint), "translated": count, "out_dir": str(out_dir)}, "translate", quiet, as_json
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `test` and `translate` to the root app."""
+    app.command("train", help=TRAIN_HELP, no_args_is_help=True)(_train_command())
+    app.command("test")(test)
+    app.command("translate")(translate)

@@ -1,0 +1,160 @@
+"""Every option of `pairforge train`, with the reference trainer's names and the pix2pix paper's defaults.
+
+The pydantic model is the single source of truth: the CLI builds its flags from these fields, and a run
+writes the effective values to `runs/<name>/config.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+
+from pairforge.errors import UsageError
+from pairforge.parsing import parse_size
+
+GeneratorName = Literal["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
+DiscriminatorName = Literal["basic", "n_layers", "pixel", "multiscale"]
+NormName = Literal["batch", "instance", "none"]
+GENERATORS: tuple[str, ...] = get_args(GeneratorName)
+DISCRIMINATORS: tuple[str, ...] = get_args(DiscriminatorName)
+
+
+def _to_size(value: Any) -> tuple[int, int]:
+    """`256`, `"256"`, `"512x256"` or `[512, 256]` -> (width, height)."""
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except UsageError:
+            raise ValueError("expected N or WxH with positive sides, e.g. 256 or 512x256") from None
+    width, height = value
+    return int(width), int(height)
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    width, height = size
+    return str(width) if width == height else f"{width}x{height}"
+
+
+Size = Annotated[tuple[int, int], BeforeValidator(_to_size), PlainSerializer(_size_text)]
+"""(width, height); written as `N` or `WxH` in config.json, as on the command line."""
+
+
+def _opt(default: Any, panel: str, help: str, **kwargs: Any) -> Any:
+    return Field(default, description=help, json_schema_extra={"panel": panel}, **kwargs)
+
+
+class TrainConfig(BaseModel):
+    """The effective options of one training run."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # data
+    dataroot: Path | None = _opt(None, "Data", "Dataset root: <root>/<phase>/ (ab layout) or <phase>/A, <phase>/B.")
+    phase: str = _opt("train", "Data", "Split folder to train on.")
+    direction: Literal["AtoB", "BtoA"] = _opt("AtoB", "Data", "AtoB translates A (left half) into B.")
+    preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = _opt(
+        "resize_and_crop", "Data", "Resize at load time, then random crop on the device."
+    )
+    load_size: Size = _opt((286, 286), "Data", "Size images are resized to when loaded: N or WxH.")
+    crop_size: Size = _opt((256, 256), "Data", "Size of the random training crops: N or WxH.")
+    no_flip: bool = _opt(False, "Data", "Do not flip pairs horizontally at random.")
+    serial_batches: bool = _opt(False, "Data", "Take pairs in order instead of shuffling each epoch.")
+    max_dataset_size: int | None = _opt(None, "Data", "Use at most this many pairs (sorted by key).", gt=0)
+    input_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the input images (1 = grayscale).")
+    output_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the output images (1 = grayscale).")
+    # networks
+    model: Literal["pix2pix"] = _opt("pix2pix", "Model", "Model to train.")
+    netG: GeneratorName = _opt("unet_256", "Model", "Generator architecture.")
+    netD: DiscriminatorName = _opt("basic", "Model", "basic = 70x70 PatchGAN; n_layers uses --n_layers_D.")
+    n_layers_D: int = _opt(3, "Model", "PatchGAN depth: 1..5 = 16/34/70/142/286 patch.", ge=1, le=5)
+    num_D: int = _opt(2, "Model", "Number of scales of --netD multiscale.", ge=1, le=4)
+    ngf: int = _opt(64, "Model", "Generator filters in the first conv layer.", gt=0)
+    ndf: int = _opt(64, "Model", "Discriminator filters in the first conv layer.", gt=0)
+    norm: NormName = _opt("batch", "Model", "Normalization layers.")
+    no_dropout: bool = _opt(False, "Model", "No dropout in the generator.")
+    init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = _opt("normal", "Model", "Weight init.")
+    init_gain: float = _opt(0.02, "Model", "Scale of normal/xavier/orthogonal init.", gt=0)
+    noise_nc: int = _opt(0, "Model", "Extra N(0,1) noise channels fed to the generator.", ge=0)
+    # losses
+    gan_mode: Literal["vanilla", "lsgan", "hinge", "wgangp"] = _opt("vanilla", "Loss", "Adversarial loss.")
+    lambda_L1: float = _opt(100.0, "Loss", "Weight of the reconstruction loss.", ge=0)
+    recon_loss: Literal["l1", "l2"] = _opt("l1", "Loss", "Reconstruction loss between output and target.")
+    lambda_gp: float = _opt(10.0, "Loss", "Gradient penalty weight (--gan_mode wgangp).", ge=0)
+    no_condition_D: bool = _opt(False, "Loss", "Unconditional D: it sees the output only, not the input.")
+    no_gan: bool = _opt(False, "Loss", "No discriminator: reconstruction loss only.")
+    # optimization
+    optimizer: Literal["adam", "sgd"] = _opt("adam", "Optimizer", "Optimizer of G and D.")
+    lr: float = _opt(0.0002, "Optimizer", "Initial learning rate.", gt=0)
+    beta1: float = _opt(0.5, "Optimizer", "Adam beta1.", ge=0, lt=1)
+    beta2: float = _opt(0.999, "Optimizer", "Adam beta2.", ge=0, lt=1)
+    momentum: float = _opt(0.9, "Optimizer", "SGD momentum.", ge=0, lt=1)
+    batch_size: int = _opt(1, "Optimizer", "Pairs per step.", gt=0)
+    n_epochs: int = _opt(100, "Optimizer", "Epochs at the initial learning rate.", ge=0)
+    n_epochs_decay: int = _opt(100, "Optimizer", "Epochs of linear decay of the learning rate to zero.", ge=0)
+    # run
+    name: str = _opt("", "Run", "Run name: outputs go to <runs_dir>/<name>/ (default: <dataroot name>_pix2pix).")
+    runs_dir: Path = _opt(Path("runs"), "Run", "Folder that holds the runs.")
+    seed: int = _opt(0, "Run", "Seed of weights init, data order, crops and dropout.")
+    max_steps: int | None = _opt(None, "Run", "Stop this invocation at global step N (saving a checkpoint).", gt=0)
+    print_freq: int = _opt(100, "Run", "Steps between loss read-backs (log.jsonl, NaN check).", gt=0)
+    display_freq: int = _opt(400, "Run", "Steps between sample grids in samples/.", gt=0)
+    save_latest_freq: int = _opt(5000, "Run", "Steps between checkpoints/latest.safetensors.", gt=0)
+    save_epoch_freq: int = _opt(5, "Run", "Epochs between checkpoints/epoch_NNN.safetensors.", gt=0)
+    # speed
+    device: str = _opt("auto", "Speed", "auto, cpu, cuda or cuda:N.")
+    fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
+    compile: bool = _opt(True, "Speed", "Fast mode: torch.compile the networks.")
+    cuda_graph: bool = _opt(True, "Speed", "Fast mode: replay the whole training step as one CUDA graph.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and data.get("dataroot"):
+            data = {**data, "name": default_name(data["dataroot"], data.get("model", "pix2pix"))}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.preprocess == "resize_and_crop" and any(
+            c > s for c, s in zip(self.crop_size, self.load_size, strict=True)
+        ):
+            raise ValueError(
+                f"--crop_size {_size_text(self.crop_size)} is larger than --load_size {_size_text(self.load_size)}"
+            )
+        if self.no_gan and self.lambda_L1 == 0:
+            raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
+        return self
+
+    @property
+    def total_epochs(self) -> int:
+        return self.n_epochs + self.n_epochs_decay
+
+    def lr_factor(self, epoch: int) -> float:
+        """Linear decay of the reference: constant for `n_epochs`, then to 1/(n_epochs_decay+1) (epoch is 1-based)."""
+        return 1.0 - max(0, epoch - self.n_epochs) / float(self.n_epochs_decay + 1)
+
+
+def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:
+    """`datasets/facades` -> `facades_pix2pix`."""
+    return f"{Path(dataroot).resolve().name}_{model}"
+
+
+def usage_error(error: ValidationError) -> UsageError:
+    """The first problem of a pydantic ValidationError as one line: `--flag 'value': reason`."""
+    first = error.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        return UsageError(message)
+    return UsageError(f"--{first['loc'][0]} {first.get('input')!r}: {message}")
+
+
+def make_config(**values: Any) -> TrainConfig:
+    """TrainConfig(**values), turning validation errors into a one-line UsageError."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise usage_error(exc) from None

@@ -1,0 +1,289 @@
+"""Paired data for training and testing: the `ab` and `split` layouts, a uint8 cache and crops on the device.
+
+Training decodes every pair once, resizes it to the load size (the deterministic part of `--preprocess`) and
+keeps the result as uint8 tensors, on the GPU when they fit. Each step then gathers a batch of random crops,
+with the same crop and flip for input and target, in one indexing kernel on the cache's device. The random
+plan of an epoch (order, crop offsets, flips) is a pure function of (seed, epoch), so a resumed run sees
+exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pairforge.errors import PairforgeError, UsageError
+from pairforge.train.config import TrainConfig
+from pairforge.train.networks import size_multiple
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+CACHE_GPU_FRACTION = 0.3
+"""The cache goes to the GPU when it needs at most this fraction of the free GPU memory."""
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files directly in `folder`, by stem."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    """The pairs of one split: `ab` files (A left, B right) or `split` A and B files with the same keys."""
+
+    layout: str
+    keys: list[str]
+    a: list[Path]
+    b: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def find_pairs(root: Path | None, phase: str, max_size: int | None = None) -> PairFiles:
+    """The pairs in `<root>/<phase>`, sorted by key; a missing or empty folder is a UsageError."""
+    if root is None:
+        raise UsageError("--dataroot is required: the dataset folder that holds train/, val/, test/")
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--dataroot {root}: folder not found")
+    split = root / phase
+    if (split / "A").is_dir() and (split / "B").is_dir():
+        a_files, b_files = list_images(split / "A"), list_images(split / "B")
+        missing = sorted(set(a_files) ^ set(b_files))
+        if missing:
+            side = "B" if missing[0] in a_files else "A"
+            raise UsageError(f"{split}: {missing[0]!r} has no {side} image ({len(missing)} unpaired keys)")
+        keys = sorted(a_files)[:max_size]
+        files = PairFiles("split", keys, [a_files[k] for k in keys], [b_files[k] for k in keys])
+    elif split.is_dir():
+        ab_files = list_images(split)
+        keys = sorted(ab_files)[:max_size]
+        files = PairFiles("ab", keys, [ab_files[k] for k in keys], [ab_files[k] for k in keys])
+    else:
+        raise UsageError(f"--dataroot {root}: no {phase!r} split (expected {split}/ or {split}/A and {split}/B)")
+    if not files.keys:
+        raise UsageError(f"--dataroot {root}: no images in {split}")
+    return files
+
+
+def _open(path: Path, mode: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise PairforgeError(f"{path}: cannot read image ({exc})") from None
+
+
+def read_pair(files: PairFiles, i: int, direction: str, input_nc: int, output_nc: int) -> tuple[Image.Image, ...]:
+    """(input, target) of pair `i` as PIL images: grayscale for 1 channel, else RGB; `BtoA` swaps the sides."""
+    modes = {1: "L", 3: "RGB"}
+    a_mode, b_mode = (modes[input_nc], modes[output_nc])[:: 1 if direction == "AtoB" else -1]
+    if files.layout == "ab":
+        ab = _open(files.a[i], "RGB")
+        half = ab.width // 2
+        a, b = ab.crop((0, 0, half, ab.height)).convert(a_mode), ab.crop((half, 0, 2 * half, ab.height)).convert(b_mode)
+    else:
+        a, b = _open(files.a[i], a_mode), _open(files.b[i], b_mode)
+    if a.size != b.size:
+        raise PairforgeError(f"{files.a[i]}: A is {a.width}x{a.height} but B is {b.width}x{b.height}")
+    return (a, b) if direction == "AtoB" else (b, a)
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return img if img.size == size else img.resize(size, Image.Resampling.BICUBIC)
+
+
+def _round_to(value: int, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def load_resize(img: Image.Image, cfg: TrainConfig) -> Image.Image:
+    """The deterministic, load-time part of `--preprocess` (the reference's resize / scale_width / make_power_2)."""
+    width, height = img.size
+    if cfg.preprocess == "resize_and_crop":
+        return _resize(img, cfg.load_size)
+    if cfg.preprocess.startswith("scale_width"):
+        target = cfg.load_size[0]
+        return _resize(img, (target, max(int(target * height / width), cfg.crop_size[1])))
+    if cfg.preprocess == "none":
+        return _resize(img, (_round_to(width, 4), _round_to(height, 4)))
+    return img
+
+
+def resize_for_test(img: Image.Image, cfg: TrainConfig) -> Image.Image:
+    """Test-time size: the crop size for resize_and_crop; scale_width keeps the aspect at the crop width;
+    crop/none keep the native scale; sides are then rounded to the generator's size multiple."""
+    multiple = size_multiple(cfg.netG)
+    width, height = img.size
+    if cfg.preprocess == "resize_and_crop":
+        width, height = cfg.crop_size
+    elif cfg.preprocess.startswith("scale_width"):
+        width, height = cfg.crop_size[0], int(cfg.crop_size[0] * height / width)
+    return _resize(img, (_round_to(width, multiple), _round_to(height, multiple)))
+
+
+def to_chw(img: Image.Image) -> np.ndarray:
+    """PIL image -> uint8 array (C, H, W)."""
+    array = np.array(img)  # a writable copy: torch.from_numpy wants one
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], as the reference's ToTensor + Normalize(0.5, 0.5)."""
+    return images.float().mul_(1 / 127.5).sub_(1.0)
+
+
+@dataclass
+class PairCache:
+    """Input and target images at load size as uint8 (N, C, H, W), padded to the largest.
+
+    `sizes` holds each pair's (h, w); it stays in host memory, the images may move to the GPU.
+    """
+
+    keys: list[str]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    sizes: torch.Tensor
+
+    @classmethod
+    def load(cls, files: PairFiles, cfg: TrainConfig) -> PairCache:
+        """Decode and resize every pair once, in threads (PIL releases the GIL while decoding)."""
+
+        def one(i: int) -> tuple[np.ndarray, np.ndarray]:
+            inp, tgt = read_pair(files, i, cfg.direction, cfg.input_nc, cfg.output_nc)
+            return to_chw(load_resize(inp, cfg)), to_chw(load_resize(tgt, cfg))
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            pairs = list(pool.map(one, range(len(files))))
+        sizes = torch.tensor([inp.shape[1:] for inp, _ in pairs], dtype=torch.long)
+        height, width = sizes.max(0).values.tolist()
+        inputs = torch.zeros(len(pairs), cfg.input_nc, height, width, dtype=torch.uint8)
+        targets = torch.zeros(len(pairs), cfg.output_nc, height, width, dtype=torch.uint8)
+        for i, (inp, tgt) in enumerate(pairs):
+            inputs[i, :, : inp.shape[1], : inp.shape[2]] = torch.from_numpy(inp)
+            targets[i, :, : tgt.shape[1], : tgt.shape[2]] = torch.from_numpy(tgt)
+        return cls(files.keys, inputs, targets, sizes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.inputs.nbytes + self.targets.nbytes
+
+    def place(self, device: torch.device) -> PairCache:
+        """On the GPU when it fits comfortably, else in pinned host memory (CPU training: left as is)."""
+        if device.type != "cuda":
+            return self
+        on_gpu = self.nbytes <= CACHE_GPU_FRACTION * torch.cuda.mem_get_info(device)[0]
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device) if on_gpu else t.pin_memory()
+
+        return PairCache(self.keys, move(self.inputs), move(self.targets), self.sizes)
+
+
+def crop_size_for(cfg: TrainConfig, cache: PairCache) -> tuple[int, int]:
+    """(width, height) of training crops; checks that it fits every image and the generator."""
+    heights, widths = cache.sizes[:, 0], cache.sizes[:, 1]
+    if cfg.preprocess in ("scale_width", "none"):  # whole images: they must all have one size
+        if heights.unique().numel() > 1 or widths.unique().numel() > 1:
+            raise UsageError(
+                f"--preprocess {cfg.preprocess}: images load at different sizes; use resize_and_crop or crop"
+            )
+        crop = (int(widths[0]), int(heights[0]))
+    else:
+        crop = cfg.crop_size
+        smallest = int(cache.sizes.prod(1).argmin())
+        if crop[0] > widths.min() or crop[1] > heights.min():
+            h, w = cache.sizes[smallest].tolist()
+            raise UsageError(
+                f"--crop_size {crop[0]}x{crop[1]}: larger than loaded image {cache.keys[smallest]!r} ({w}x{h});"
+                " lower --crop_size or raise --load_size"
+            )
+    multiple = size_multiple(cfg.netG)
+    if crop[0] % multiple or crop[1] % multiple:
+        raise UsageError(
+            f"training size {crop[0]}x{crop[1]}: --netG {cfg.netG} needs sides divisible by {multiple}"
+            f" (e.g. --crop_size {_round_to(crop[0], multiple)}x{_round_to(crop[1], multiple)})"
+        )
+    return crop
+
+
+@dataclass
+class EpochPlan:
+    """Which pair fills each batch slot of one epoch, and its crop offset and flip (tensors on the cache device)."""
+
+    index: torch.Tensor
+    x0: torch.Tensor
+    y0: torch.Tensor
+    flip: torch.Tensor
+
+
+class TrainBatches:
+    """Random crops of the cache, `batch_size` pairs per step, `ceil(N / batch_size)` steps per epoch.
+
+    The last batch of an epoch is filled up from the start of the epoch's order, so every batch has the same
+    shape (which CUDA graphs need).
+    """
+
+    def __init__(
+        self,
+        cache: PairCache,
+        cfg: TrainConfig,
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        self.cache, self.device, self.channels_last = cache, device, channels_last
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
+        self.crop = crop_size_for(cfg, cache)
+        self.steps_per_epoch = -(-len(cache.keys) // cfg.batch_size)
+        home = cache.inputs.device
+        self._rows = torch.arange(self.crop[1], device=home)
+        self._cols = torch.arange(self.crop[0], device=home)
+        self._in_channels = torch.arange(cache.inputs.shape[1], device=home)
+        self._out_channels = torch.arange(cache.targets.shape[1], device=home)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        """The order, crop offsets and flips of `epoch` (0-based): a pure function of (seed, epoch)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        count = len(self.cache.keys)
+        order = torch.randperm(count, generator=gen) if self.shuffle else torch.arange(count)
+        index = order[torch.arange(self.steps_per_epoch * self.batch_size) % count]
+        sizes = self.cache.sizes[index]
+        room_y, room_x = sizes[:, 0] - self.crop[1], sizes[:, 1] - self.crop[0]
+        y0 = (torch.rand(len(index), generator=gen) * (room_y + 1)).long().clamp_max(room_y)
+        x0 = (torch.rand(len(index), generator=gen) * (room_x + 1)).long().clamp_max(room_x)
+        flip = (torch.rand(len(index), generator=gen) < 0.5) & self.flip
+        home = self.cache.inputs.device
+
+        def move(t: torch.Tensor) -> torch.Tensor:  # pinned + non_blocking: no host sync
+            return t.pin_memory().to(home, non_blocking=True) if home.type == "cuda" else t
+
+        return EpochPlan(move(index), move(x0), move(y0), move(flip))
+
+    def batch(self, plan: EpochPlan, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) float batches in [-1, 1] on the training device: crop i of `plan`."""
+        slots = slice(step_in_epoch * self.batch_size, (step_in_epoch + 1) * self.batch_size)
+        index, rows = plan.index[slots], plan.y0[slots, None] + self._rows
+        cols = plan.x0[slots, None] + self._cols
+        cols = torch.where(plan.flip[slots, None], cols.flip(1), cols)
+        inputs = self._gather(self.cache.inputs, self._in_channels, index, rows, cols)
+        targets = self._gather(self.cache.targets, self._out_channels, index, rows, cols)
+        return self._finish(inputs), self._finish(targets)
+
+    @staticmethod
+    def _gather(images, channels, index, rows, cols) -> torch.Tensor:
+        return images[
+            index[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
+        ]
+
+    def _finish(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device != self.device:
+            images = images.pin_memory().to(self.device, non_blocking=True)
+        images = to_unit_range(images)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

@@ -1,0 +1,139 @@
+"""What a run leaves on disk and on screen: the run folder, log.jsonl, loss averages, progress, sample grids."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """`runs/<name>/`: config.json, checkpoints/, log.jsonl, samples/, results/ (report.html: `pairforge report`)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    def checkpoint(self, which: str | int = "latest") -> Path:
+        """`latest` or an epoch number -> its checkpoint file."""
+        name = "latest" if str(which) == "latest" else f"epoch_{int(which):03d}"
+        return self.checkpoints / f"{name}.safetensors"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """uint8 (H, W) or (H, W, 3) array -> PNG, atomically."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(tmp)
+    os.replace(tmp, path)
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """One image in [-1, 1], (C, H, W) -> uint8 (H, W) for 1 channel, else (H, W, 3) from the first 3 channels."""
+    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return array[0] if array.shape[0] == 1 else array[:3].transpose(1, 2, 0)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+def save_grid(path: Path, columns: list[torch.Tensor], rows: int = 4) -> None:
+    """A PNG with one row per batch item (at most `rows`): column 0 | column 1 | ... (input | output | target)."""
+    count = min(rows, columns[0].shape[0])
+    grid = [np.concatenate([as_rgb(to_image(col[i])) for col in columns], axis=1) for i in range(count)]
+    save_png(path, np.concatenate(grid, axis=0))
+
+
+class JsonlLog:
+    """Appends one JSON object per line to log.jsonl, flushed at once (a crash loses nothing already logged)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a")
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        self.file.flush()
+
+    def __enter__(self) -> JsonlLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+class LossMeter:
+    """Sums loss tensors on the device; `read` is the only host sync (once per --print_freq steps)."""
+
+    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.names = names
+        self.total = torch.zeros(len(names), device=device)
+        self.count = 0
+
+    def add(self, losses: torch.Tensor) -> None:
+        self.total += losses
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        """Means since the last read (NaN/inf stay as they are, for the caller to check); then resets."""
+        means = (self.total / max(1, self.count)).tolist()
+        self.total.zero_()
+        self.count = 0
+        return dict(zip(self.names, means, strict=True))
+
+
+def non_finite(values: dict[str, float]) -> str | None:
+    """The name of the first NaN/inf value, if any."""
+    return next((name for name, value in values.items() if not math.isfinite(value)), None)
+
+
+def progress_bar(quiet: bool) -> Progress:
+    """Steps done / total, images per second (from the last read-back) and ETA, on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+    )
