@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m pairforge.demo demo-out
+	$(BIN)/python -m pairforge.demo
 
 test: setup
 	$(BIN)/ruff check .

@@ -1,6 +1,8 @@
-"""`make demo`: a messy raw folder from scikit-image's bundled photos -> a checked edges->photo dataset.
+"""`make demo`: a messy raw folder from scikit-image's bundled photos, then `recipes/demo.toml` on it: prep,
+a short pix2pix training, test and report.
 
-Runs offline: every image ships inside the scikit-image package. Usage: `python -m pairforge.demo OUT_DIR`.
+Runs offline: every image ships inside the scikit-image package. Usage: `python -m pairforge.demo`; everything
+goes under `demo-out/` (the recipe's paths).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pairforge.cli import main as pairforge
+from pairforge.recipes import RECIPES_DIR
 
 PHOTOS = (
     "astronaut",
@@ -54,39 +57,25 @@ def write_raw(raw: Path) -> None:
     (photos / "notes.txt").write_text("shot list\n")
 
 
-def run(out: Path) -> int:
-    raw, dataset = out / "raw", out / "edges2photos"
-    shutil.rmtree(out, ignore_errors=True)
-    write_raw(raw)
-    print(f"raw folders (with a few broken files on purpose): {raw}/photos, {raw}/edges\n")
-    steps = [
-        [
-            "combine",
-            raw / "edges",
-            raw / "photos",
-            dataset,
-            "--size",
-            "256",
-            "--size-policy",
-            "resize-b",
-            "--split",
-            "0.7,0.15,0.15",
-            "--layout",
-            "ab,unaligned",
-        ],
-        ["check", dataset],
-    ]
-    for argv in steps:
-        print("$ pairforge " + " ".join(str(a) for a in argv))
-        try:
-            pairforge([str(a) for a in argv])
-        except SystemExit as exc:
-            if exc.code:
-                return int(exc.code)
-    print(f"\ndataset: {dataset} (A = edges on the left, B = photo on the right)")
-    print(f"why inputs were rejected: {dataset}/manifest.json, key 'rejected'")
+OUT = Path("demo-out")
+
+
+def run(out: Path = OUT) -> int:
+    """Write the raw folders under demo-out/raw/demo, then run recipes/demo.toml on them."""
+    raw = out / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    write_raw(raw / "demo")
+    print(f"raw folders (with a few broken files on purpose): {raw}/demo/photos, {raw}/demo/edges\n")
+    argv = ["run", str(RECIPES_DIR / "demo.toml"), "--data-root", str(raw)]
+    print("$ pairforge " + " ".join(argv))
+    try:
+        pairforge(argv)
+    except SystemExit as exc:
+        if exc.code:
+            return int(exc.code)
+    print(f"\nopen {out}/runs/demo/report.html; the dataset is {out}/datasets/edges2photos (A = edges, B = photo)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-out")))
+    sys.exit(run())
