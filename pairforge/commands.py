@@ -48,9 +48,6 @@ def run(
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, folder / "recipe.toml")
     execute(decisions, folder)
-    report = folder / "report.html"
-    if report.is_file():
-        print(f"report: {report}")
 
 
 def recipes() -> None:
