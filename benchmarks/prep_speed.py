@@ -179,7 +179,79 @@ def bench_cityscapes(workdir: Path, n: int) -> dict:
     }
 
 
-BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {"combine": bench_combine, "cityscapes": bench_cityscapes}
+# COCO's person keypoint schema: 17 keypoints and the official skeleton (1-based joint indices).
+COCO_SKELETON = [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
+                 [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7]]  # fmt: skip
+# Where each keypoint sits in its person's box, as fractions of width and height.
+BODY = [(0.5, 0.08), (0.45, 0.06), (0.55, 0.06), (0.4, 0.08), (0.6, 0.08), (0.3, 0.25), (0.7, 0.25), (0.2, 0.4),
+        (0.8, 0.4), (0.15, 0.55), (0.85, 0.55), (0.38, 0.55), (0.62, 0.55), (0.38, 0.75), (0.62, 0.75),
+        (0.38, 0.95), (0.62, 0.95)]  # fmt: skip
+
+
+def generate_coco(root: Path, n: int) -> Path:
+    """n 640x480 photos in val2017/, each with two well-separated, fully annotated people."""
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(0)
+    texture = cv2.resize(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
+    images, anns = [], []
+    for i in range(1, n + 1):
+        name = f"{i:012d}.jpg"
+        cv2.imwrite(str(root / "val2017" / name), np.roll(texture, i * 7, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        images.append({"id": i, "file_name": name, "width": 640, "height": 480})
+        for j, box in enumerate([(40, 60, 160, 360), (400, 80, 150, 340)]):
+            x, y, w, h = box
+            kps = [v for fx, fy in BODY for v in (round(x + fx * w), round(y + fy * h), 2)]
+            anns.append({"id": i * 10 + j, "image_id": i, "category_id": 1, "iscrowd": 0, "bbox": list(box),
+                         "area": w * h, "num_keypoints": 17, "keypoints": kps,
+                         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})  # fmt: skip
+    category = {"id": 1, "name": "person", "supercategory": "person", "skeleton": COCO_SKELETON,
+                "keypoints": [f"k{k}" for k in range(17)]}  # fmt: skip
+    data = {"images": images, "annotations": anns, "categories": [category]}
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(data))
+    return root
+
+
+def coco_pose_loop(root: Path, out: Path, size: int = 256) -> int:
+    """The baseline: the same crop, render and encode per person, in one process, with no checks or manifest."""
+    from pairforge.prep.transforms.pose import Window, render_pose
+
+    data = json.loads((root / "annotations" / "person_keypoints_val2017.json").read_text())
+    names = {image["id"]: image["file_name"] for image in data["images"]}
+    skeleton = tuple((a - 1, b - 1) for a, b in data["categories"][0]["skeleton"])
+    out.mkdir(parents=True)
+    for ann in data["annotations"]:
+        photo = cv2.imread(str(root / "val2017" / names[ann["image_id"]]))
+        window = Window.around(tuple(ann["bbox"]), 0.15)
+        crop = cv2.resize(window.crop(photo), (size, size), interpolation=cv2.INTER_AREA)
+        pose = render_pose(window.project(np.array(ann["keypoints"]).reshape(17, 3), size), skeleton, size)
+        image = np.concatenate([pose, crop], axis=1)
+        cv2.imwrite(str(out / f"{ann['id']}.png"), image, [cv2.IMWRITE_PNG_COMPRESSION, 3])  # as pairforge
+    return len(data["annotations"])
+
+
+def bench_coco_pose(workdir: Path, n: int) -> dict:
+    n = min(n, 400)
+    root = generate_coco(workdir / "coco", n)
+    base_s, persons = timed(lambda: coco_pose_loop(root, workdir / "baseline"))
+    pf_s, peak, summary = run_pairforge(["prep", "coco-pose", str(root), str(workdir / "out")])
+    assert summary["written"] == persons, summary
+    return {
+        "benchmark": "prep coco-pose, 640x480 photos, 2 people each -> 256x256 pose|person PNG",
+        "persons": persons,
+        "baseline": "single-process crop-render-encode loop with the same transforms",
+        "baseline_persons_per_s": round(persons / base_s, 1),
+        "pairforge_persons_per_s": round(persons / pf_s, 1),
+        "ratio": round(base_s / pf_s, 2),
+        "peak_rss_mib": peak,
+    }
+
+
+BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {
+    "combine": bench_combine,
+    "cityscapes": bench_cityscapes,
+    "coco-pose": bench_coco_pose,
+}
 
 
 def main() -> None:
