@@ -4,8 +4,8 @@
     python benchmarks/prep_speed.py combine --n 3000
 
 Each benchmark prints pairs/s of pairforge (all cores, the real CLI in a subprocess, start-up included) and of
-the baseline loop measured in the same run, their ratio, and pairforge's peak memory (largest process) for n
-and 4n inputs to show it does not grow with the dataset.
+the baseline loop measured in the same run, their ratio, and pairforge's peak memory (largest process; combine:
+for n/4 and n inputs, to show it does not grow with the dataset).
 """
 
 from __future__ import annotations
@@ -71,16 +71,16 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
 
 
 def bench_combine(workdir: Path, n: int) -> dict:
-    a_dir, b_dir = generate_jpeg_pairs(workdir / "raw", 4 * n)
-    small_a, small_b = workdir / "small" / "A", workdir / "small" / "B"
-    small_a.mkdir(parents=True)
-    small_b.mkdir(parents=True)
-    for name in sorted(os.listdir(a_dir))[:n]:
-        os.link(a_dir / name, small_a / name)
-        os.link(b_dir / name, small_b / name)
-    base_s, base_n = timed(lambda: opencv_combine_loop(small_a, small_b, workdir / "baseline"))
-    pf_s, peak_n, summary = run_pairforge(["combine", str(small_a), str(small_b), str(workdir / "out_n")])
-    _, peak_4n, _ = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / "out_4n")])
+    a_dir, b_dir = generate_jpeg_pairs(workdir / "raw", n)
+    quarter_a, quarter_b = workdir / "quarter" / "A", workdir / "quarter" / "B"
+    quarter_a.mkdir(parents=True)
+    quarter_b.mkdir(parents=True)
+    for name in sorted(os.listdir(a_dir))[: n // 4]:
+        os.link(a_dir / name, quarter_a / name)
+        os.link(b_dir / name, quarter_b / name)
+    base_s, base_n = timed(lambda: opencv_combine_loop(a_dir, b_dir, workdir / "baseline"))
+    _, peak_quarter, _ = run_pairforge(["combine", str(quarter_a), str(quarter_b), str(workdir / "out_quarter")])
+    pf_s, peak_n, summary = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / "out_n")])
     assert summary["written"] == base_n == n, summary
     return {
         "benchmark": "combine 256x256 JPEG pairs",
@@ -88,9 +88,10 @@ def bench_combine(workdir: Path, n: int) -> dict:
         "baseline": "single-process OpenCV read-concatenate-write loop",
         "baseline_pairs_per_s": round(base_n / base_s, 1),
         "pairforge_pairs_per_s": round(n / pf_s, 1),
+        "pairforge_in_run_pairs_per_s": summary["pairs_per_second"],
         "ratio": round(base_s / pf_s, 2),
+        "peak_rss_mib_n_over_4": peak_quarter,
         "peak_rss_mib_n": peak_n,
-        "peak_rss_mib_4n": peak_4n,
     }
 
 
@@ -247,7 +248,24 @@ def bench_coco_pose(workdir: Path, n: int) -> dict:
     }
 
 
+def bench_ray(workdir: Path, n: int) -> dict:
+    """combine on a local Ray instance against the local process pool, same inputs, same cores."""
+    a_dir, b_dir = generate_jpeg_pairs(workdir / "raw", n)
+    local_s, _, local = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / "local")])
+    ray_s, _, on_ray = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / "ray"), "--executor", "ray"])
+    assert on_ray["written"] == local["written"] == n, on_ray
+    return {
+        "benchmark": "combine 256x256 JPEG pairs: --executor ray vs local",
+        "n": n,
+        "local_pairs_per_s": round(n / local_s, 1),
+        "ray_pairs_per_s": round(n / ray_s, 1),
+        "ray_in_run_pairs_per_s": on_ray["pairs_per_second"],
+        "ratio": round(local_s / ray_s, 2),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {
+    "ray": bench_ray,
     "combine": bench_combine,
     "cityscapes": bench_cityscapes,
     "coco-pose": bench_coco_pose,
@@ -257,7 +275,7 @@ BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
-    parser.add_argument("--n", type=int, default=2000, help="pairs per benchmark")
+    parser.add_argument("--n", type=int, default=8000, help="pairs per benchmark (coco-pose: images, at most 400)")
     args = parser.parse_args()
     print(f"cores: {len(os.sched_getaffinity(0))}")
     for name in args.names or BENCHMARKS:
