@@ -1,7 +1,8 @@
 """Checkpoints: one safetensors file with everything a run needs to go on exactly where it stopped.
 
-Tensors: `net.<G|D>.<state_dict key>` (the reference's key names), `opt.<G|D>.<param index>.<state>`
-(Adam moments and step), `rng.cpu` / `rng.cuda`. Metadata: `format`, `step`, and `config` (the run's
+Tensors: `net.<G|D>.<state_dict key>` (the reference's key names; CycleGAN: `net.G_A.`, `net.G_B.`, `net.D_A.`,
+`net.D_B.`), `opt.<G|D>.<param index>.<state>` (Adam moments and step), `state.<name>` (extra model state: the
+CycleGAN image pools), `rng.cpu` / `rng.cuda`. Metadata: `format`, `step`, and `config` (the run's
 TrainConfig as JSON), so a checkpoint file alone is enough for `pairforge test` and `translate`.
 Files are written to a temporary name and os.replace'd into place.
 """
@@ -37,6 +38,7 @@ def save(path: Path, model: TrainableModel, step: int) -> None:
     for name, opt in model.optimizers.items():
         for index, state in opt.state_dict()["state"].items():
             tensors |= {f"opt.{name}.{index}.{k}": _cpu(v) for k, v in state.items() if torch.is_tensor(v)}
+    tensors |= {f"state.{name}": _cpu(value) for name, value in model.state_tensors().items()}
     tensors["rng.cpu"] = torch.get_rng_state()
     if model.device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
@@ -116,18 +118,21 @@ def load(path: Path, model: TrainableModel) -> int:
         opt.load_state_dict({**opt.state_dict(), "state": state})
         for group, lr in zip(opt.param_groups, lrs, strict=True):  # keep a captured lr tensor the same object
             group["lr"] = lr
+    model.load_state_tensors({k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")})
     torch.set_rng_state(tensors["rng.cpu"])
     if model.device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
     return step
 
 
-def load_generator(path: Path, net: nn.Module) -> None:
-    """Load G's weights only, from a pairforge checkpoint (.safetensors) or a reference one (.pth)."""
+def load_generator(path: Path, net: nn.Module, name: str = "G") -> None:
+    """Load one generator's weights (`G`, or CycleGAN's `G_A` / `G_B`) from a pairforge checkpoint
+    (.safetensors) or a reference one (.pth)."""
     if path.suffix == ".safetensors":
         read_metadata(path)
+        prefix = f"net.{name}."
         with safe_open(str(path), "pt") as f:
-            state = {k.removeprefix("net.G."): f.get_tensor(k) for k in f.keys() if k.startswith("net.G.")}  # noqa: SIM118
+            state = {k.removeprefix(prefix): f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
     else:
         state = load_reference(path)
     load_weights(net, state, str(path))

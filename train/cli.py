@@ -18,22 +18,32 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
-from pairforge.train.config import GeneratorName, NormName, TrainConfig, default_name, make_config
+from pairforge.train.config import (
+    CYCLE_GAN_DEFAULTS,
+    GeneratorName,
+    NormName,
+    TrainConfig,
+    default_name,
+    make_config,
+)
 
 TRAIN_HELP = (
-    "Train pix2pix on a paired dataset (ab or split layout) into runs/<name>/.\n\n"
+    "Train pix2pix on a paired dataset (ab or split layout), or CycleGAN on an unaligned one, into runs/<name>/.\n\n"
     "Flags keep the reference trainer's names and the paper's defaults (U-Net 256, 70x70 PatchGAN, batch 1,"
     " Adam 2e-4 / 0.5, 100 + 100 epochs). On a GPU the fast mode is on unless --no_fast.\n\n"
     "Examples:\n\n"
     "  pairforge train --dataroot datasets/facades --direction BtoA\n\n"
     "  pairforge train --name facades_pix2pix --continue\n\n"
-    "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000"
+    "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000\n\n"
+    "  pairforge train --model cycle_gan --dataroot datasets/horse2zebra  (unaligned trainA/, trainB/)\n\n"
+    "--model cycle_gan trains CycleGAN on the unaligned layout; where not given, it uses resnet_9blocks, instance"
+    " norm, no dropout and lsgan (the CycleGAN paper's defaults)."
 )
 
 TOGGLES = {"fast", "compile", "cuda_graph"}
 """Boolean options shown as --x/--no_x; every other boolean is a reference-style flag such as --no_flip."""
 
-ARCHITECTURE = {"netG", "norm", "ngf", "no_dropout", "input_nc", "output_nc"}
+ARCHITECTURE = {"model", "netG", "norm", "ngf", "no_dropout", "input_nc", "output_nc"}
 """Options that `test`/`translate` take for reference .pth files (pairforge checkpoints carry their own)."""
 
 
@@ -80,6 +90,8 @@ def _train_command() -> typing.Callable[..., None]:
 
     def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
         given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
+        if values["model"] == "cycle_gan":  # options not typed take cycle_gan's defaults (TrainConfig applies them)
+            values = {k: v for k, v in values.items() if k in given or k not in CYCLE_GAN_DEFAULTS}
         cfg = _resumed_config(values, given) if resume else make_config(**values)
         from pairforge.train.loop import train as run_training
 
@@ -94,7 +106,7 @@ def _train_command() -> typing.Callable[..., None]:
 def _resumed_config(values: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The saved config of the run, with the flags given on this command line on top (--max_steps is not
     inherited: it limits one invocation)."""
-    name = values["name"] or (default_name(values["dataroot"]) if values["dataroot"] else "")
+    name = values["name"] or (default_name(values["dataroot"], values["model"]) if values["dataroot"] else "")
     if not name:
         raise UsageError("--continue: give the run's --name (or its --dataroot)")
     path = Path(values["runs_dir"]) / name / "config.json"
@@ -138,6 +150,10 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or summary.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 Direction = Annotated[Literal["AtoB", "BtoA"] | None, typer.Option("--direction", help="Override the run's direction.")]
+CycleDirection = Annotated[
+    Literal["AtoB", "BtoA"] | None,
+    typer.Option("--direction", help="cycle_gan runs: AtoB uses G_A, BtoA uses G_B (default: the run's direction)."),
+]
 Preprocess = Annotated[
     Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] | None,
     typer.Option(
@@ -148,6 +164,10 @@ Preprocess = Annotated[
 ]
 CropSize = Annotated[str | None, typer.Option("--crop_size", help="Test size for resize_and_crop: N or WxH.")]
 _REF = "Reference .pth only"
+Model = Annotated[
+    Literal["pix2pix", "cycle_gan"],
+    typer.Option("--model", help="cycle_gan: latest_net_G_A.pth with its _G_B.pth beside it.", rich_help_panel=_REF),
+]
 NetG = Annotated[GeneratorName, typer.Option("--netG", help="Generator architecture.", rich_help_panel=_REF)]
 Norm = Annotated[NormName, typer.Option("--norm", help="Normalization layers.", rich_help_panel=_REF)]
 Ngf = Annotated[int, typer.Option("--ngf", help="Generator filters in the first layer.", rich_help_panel=_REF)]
@@ -160,7 +180,10 @@ def _options(ctx: typer.Context, values: dict[str, Any], source: str) -> dict[st
     """Options given on the command line; architecture flags only make sense for reference .pth files."""
     given = {k: v for k, v in values.items() if v is not None and _on_command_line(ctx, k)}
     if Path(source).suffix in (".pth", ".pt"):
-        return {k: v for k, v in values.items() if k in ARCHITECTURE} | given
+        options = {k: v for k, v in values.items() if k in ARCHITECTURE} | given
+        if options["model"] == "cycle_gan":  # architecture flags not typed take cycle_gan's defaults
+            options = {k: v for k, v in options.items() if k in given or k not in CYCLE_GAN_DEFAULTS}
+        return options
     misplaced = sorted(set(given) & ARCHITECTURE)
     if misplaced:
         raise UsageError(
@@ -198,6 +221,7 @@ def test(
     crop_size: CropSize = None,
     seed: Seed = 0,
     device: Device = "auto",
+    model: Model = "pix2pix",
     netG: NetG = "unet_256",
     norm: Norm = "batch",
     ngf: Ngf = 64,
@@ -215,6 +239,8 @@ def test(
       pairforge test facades_pix2pix --dataroot datasets/facades
 
       pairforge test checkpoints/facades_label2photo/latest_net_G.pth --dataroot datasets/facades --direction BtoA
+
+      pairforge test horse2zebra_cycle_gan  (CycleGAN: both directions and reconstructions, no metrics)
     """
     from pairforge.train.evaluate import run_test
     from pairforge.train.runlog import progress_bar
@@ -242,10 +268,12 @@ def translate(
     runs_dir: RunsDir = Path("runs"),
     eval_mode: Eval = False,
     test_dropout: TestDropout = None,
+    direction: CycleDirection = None,
     preprocess: Preprocess = None,
     crop_size: CropSize = None,
     seed: Seed = 0,
     device: Device = "auto",
+    model: Model = "pix2pix",
     netG: NetG = "unet_256",
     norm: Norm = "batch",
     ngf: Ngf = 64,
@@ -260,12 +288,16 @@ def translate(
     Example:
 
       pairforge translate facades_pix2pix labels/ photos/
+
+      pairforge translate horse2zebra_cycle_gan zebras/ horses/ --direction BtoA
     """
     from pairforge.train.evaluate import translate_folder
     from pairforge.train.runlog import progress_bar
 
-    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"preprocess", "crop_size"}}
+    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction", "preprocess", "crop_size"}}
     gen = _generator(source, runs_dir, epoch, device, _options(ctx, values, source), eval_mode, test_dropout)
+    if direction is not None and gen.back is None:
+        raise UsageError("--direction: only for cycle_gan runs (a pix2pix generator translates one way)")
     with progress_bar(quiet or as_json) as progress:
         count = translate_folder(gen, in_dir, out_dir, seed, progress)
     _report(

@@ -53,7 +53,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # data
-    dataroot: Path | None = _opt(None, "Data", "Dataset root: <root>/<phase>/ (ab layout) or <phase>/A, <phase>/B.")
+    dataroot: Path | None = _opt(
+        None, "Data", "Dataset root: <phase>/ (ab), <phase>/A + <phase>/B (split), <phase>A + <phase>B (cycle_gan)."
+    )
     phase: str = _opt("train", "Data", "Split folder to train on.")
     direction: Literal["AtoB", "BtoA"] = _opt("AtoB", "Data", "AtoB translates A (left half) into B.")
     preprocess: Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] = _opt(
@@ -67,7 +69,12 @@ class TrainConfig(BaseModel):
     input_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the input images (1 = grayscale).")
     output_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the output images (1 = grayscale).")
     # networks
-    model: Literal["pix2pix"] = _opt("pix2pix", "Model", "Model to train.")
+    model: Literal["pix2pix", "cycle_gan"] = _opt(
+        "pix2pix",
+        "Model",
+        "pix2pix (paired) or cycle_gan (unaligned trainA/trainB; its defaults: resnet_9blocks, instance norm,"
+        " no dropout, lsgan, unless given).",
+    )
     netG: GeneratorName = _opt("unet_256", "Model", "Generator architecture.")
     netD: DiscriminatorName = _opt("basic", "Model", "basic = 70x70 PatchGAN; n_layers uses --n_layers_D.")
     n_layers_D: int = _opt(3, "Model", "PatchGAN depth: 1..5 = 16/34/70/142/286 patch.", ge=1, le=5)
@@ -86,6 +93,12 @@ class TrainConfig(BaseModel):
     lambda_gp: float = _opt(10.0, "Loss", "Gradient penalty weight (--gan_mode wgangp).", ge=0)
     no_condition_D: bool = _opt(False, "Loss", "Unconditional D: it sees the output only, not the input.")
     no_gan: bool = _opt(False, "Loss", "No discriminator: reconstruction loss only.")
+    lambda_A: float = _opt(10.0, "Loss", "cycle_gan: weight of the cycle loss A -> B -> A.", ge=0)
+    lambda_B: float = _opt(10.0, "Loss", "cycle_gan: weight of the cycle loss B -> A -> B.", ge=0)
+    lambda_identity: float = _opt(
+        0.5, "Loss", "cycle_gan: identity loss weight, relative to lambda_A/B (0 = no identity terms).", ge=0
+    )
+    pool_size: int = _opt(50, "Loss", "cycle_gan: fakes kept per discriminator (0 = no pool).", ge=0)
     # optimization
     optimizer: Literal["adam", "sgd"] = _opt("adam", "Optimizer", "Optimizer of G and D.")
     lr: float = _opt(0.0002, "Optimizer", "Initial learning rate.", gt=0)
@@ -96,7 +109,7 @@ class TrainConfig(BaseModel):
     n_epochs: int = _opt(100, "Optimizer", "Epochs at the initial learning rate.", ge=0)
     n_epochs_decay: int = _opt(100, "Optimizer", "Epochs of linear decay of the learning rate to zero.", ge=0)
     # run
-    name: str = _opt("", "Run", "Run name: outputs go to <runs_dir>/<name>/ (default: <dataroot name>_pix2pix).")
+    name: str = _opt("", "Run", "Run name: outputs go to <runs_dir>/<name>/ (default: <dataroot name>_<model>).")
     runs_dir: Path = _opt(Path("runs"), "Run", "Folder that holds the runs.")
     seed: int = _opt(0, "Run", "Seed of weights init, data order, crops and dropout.")
     max_steps: int | None = _opt(None, "Run", "Stop this invocation at global step N (saving a checkpoint).", gt=0)
@@ -109,6 +122,14 @@ class TrainConfig(BaseModel):
     fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
     compile: bool = _opt(True, "Speed", "Fast mode: torch.compile the networks.")
     cuda_graph: bool = _opt(True, "Speed", "Fast mode: replay the whole training step as one CUDA graph.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        """cycle_gan's own defaults for the options it does not share with pix2pix, where not given."""
+        if isinstance(data, dict) and data.get("model") == "cycle_gan":
+            data = CYCLE_GAN_DEFAULTS | data
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +148,11 @@ class TrainConfig(BaseModel):
             )
         if self.no_gan and self.lambda_L1 == 0:
             raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
+        if self.model == "cycle_gan":
+            if self.no_gan or self.noise_nc:
+                raise ValueError("--no_gan and --noise_nc are pix2pix options, not for --model cycle_gan")
+            if self.lambda_identity > 0 and self.input_nc != self.output_nc:
+                raise ValueError("--lambda_identity needs --input_nc equal to --output_nc (use --lambda_identity 0)")
         return self
 
     @property
@@ -136,6 +162,16 @@ class TrainConfig(BaseModel):
     def lr_factor(self, epoch: int) -> float:
         """Linear decay of the reference: constant for `n_epochs`, then to 1/(n_epochs_decay+1) (epoch is 1-based)."""
         return 1.0 - max(0, epoch - self.n_epochs) / float(self.n_epochs_decay + 1)
+
+
+CYCLE_GAN_DEFAULTS: dict[str, Any] = {
+    "netG": "resnet_9blocks",
+    "norm": "instance",
+    "no_dropout": True,
+    "gan_mode": "lsgan",
+}
+"""What --model cycle_gan changes from the pix2pix defaults (the CycleGAN paper / reference), unless given:
+in Python a key absent from the values; on the command line a flag not typed (the CLI drops it)."""
 
 
 def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:

@@ -174,6 +174,10 @@ class PairCache:
     def nbytes(self) -> int:
         return self.inputs.nbytes + self.targets.nbytes
 
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
+
     def place(self, device: torch.device) -> PairCache:
         """On the GPU when it fits comfortably, else in pinned host memory (CPU training: left as is)."""
         if device.type != "cuda":
@@ -250,40 +254,211 @@ class TrainBatches:
 
     def plan(self, epoch: int) -> EpochPlan:
         """The order, crop offsets and flips of `epoch` (0-based): a pure function of (seed, epoch)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = epoch_generator(self.seed, epoch)
         count = len(self.cache.keys)
         order = torch.randperm(count, generator=gen) if self.shuffle else torch.arange(count)
         index = order[torch.arange(self.steps_per_epoch * self.batch_size) % count]
-        sizes = self.cache.sizes[index]
-        room_y, room_x = sizes[:, 0] - self.crop[1], sizes[:, 1] - self.crop[0]
-        y0 = (torch.rand(len(index), generator=gen) * (room_y + 1)).long().clamp_max(room_y)
-        x0 = (torch.rand(len(index), generator=gen) * (room_x + 1)).long().clamp_max(room_x)
-        flip = (torch.rand(len(index), generator=gen) < 0.5) & self.flip
-        home = self.cache.inputs.device
-
-        def move(t: torch.Tensor) -> torch.Tensor:  # pinned + non_blocking: no host sync
-            return t.pin_memory().to(home, non_blocking=True) if home.type == "cuda" else t
-
-        return EpochPlan(move(index), move(x0), move(y0), move(flip))
+        return crop_plan(index, self.cache.sizes, self.crop, self.flip, gen, self.cache.inputs.device)
 
     def batch(self, plan: EpochPlan, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) float batches in [-1, 1] on the training device: crop i of `plan`."""
         slots = slice(step_in_epoch * self.batch_size, (step_in_epoch + 1) * self.batch_size)
-        index, rows = plan.index[slots], plan.y0[slots, None] + self._rows
-        cols = plan.x0[slots, None] + self._cols
-        cols = torch.where(plan.flip[slots, None], cols.flip(1), cols)
-        inputs = self._gather(self.cache.inputs, self._in_channels, index, rows, cols)
-        targets = self._gather(self.cache.targets, self._out_channels, index, rows, cols)
+        index, rows, cols = _crop_indices(plan, slots, self._rows, self._cols)
+        inputs = _gather(self.cache.inputs, self._in_channels, index, rows, cols)
+        targets = _gather(self.cache.targets, self._out_channels, index, rows, cols)
         return self._finish(inputs), self._finish(targets)
 
-    @staticmethod
-    def _gather(images, channels, index, rows, cols) -> torch.Tensor:
-        return images[
-            index[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
-        ]
-
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        if images.device != self.device:
-            images = images.pin_memory().to(self.device, non_blocking=True)
-        images = to_unit_range(images)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return _finish(images, self.device, self.channels_last)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The host RNG of one epoch's plan: a pure function of (seed, epoch)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def crop_plan(
+    index: torch.Tensor,
+    sizes: torch.Tensor,
+    crop: tuple[int, int],
+    flip_on: bool,
+    gen: torch.Generator,
+    home: torch.device,
+) -> EpochPlan:
+    """Random crop offsets and flips for the images `index` (sizes (h, w)), moved to the cache device `home`."""
+    sizes = sizes[index]
+    room_y, room_x = sizes[:, 0] - crop[1], sizes[:, 1] - crop[0]
+    y0 = (torch.rand(len(index), generator=gen) * (room_y + 1)).long().clamp_max(room_y)
+    x0 = (torch.rand(len(index), generator=gen) * (room_x + 1)).long().clamp_max(room_x)
+    flip = (torch.rand(len(index), generator=gen) < 0.5) & flip_on
+
+    def move(t: torch.Tensor) -> torch.Tensor:  # pinned + non_blocking: no host sync
+        return t.pin_memory().to(home, non_blocking=True) if home.type == "cuda" else t
+
+    return EpochPlan(move(index), move(x0), move(y0), move(flip))
+
+
+def _crop_indices(plan: EpochPlan, slots: slice, rows: torch.Tensor, cols: torch.Tensor):
+    index, rows = plan.index[slots], plan.y0[slots, None] + rows
+    cols = plan.x0[slots, None] + cols
+    cols = torch.where(plan.flip[slots, None], cols.flip(1), cols)
+    return index, rows, cols
+
+
+def _gather(images, channels, index, rows, cols) -> torch.Tensor:
+    return images[
+        index[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
+    ]
+
+
+def _finish(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    if images.device != device:
+        images = images.pin_memory().to(device, non_blocking=True)
+    images = to_unit_range(images)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+# ---- unaligned data (CycleGAN) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnalignedFiles:
+    """The images of `<root>/<phase>A` and `<root>/<phase>B`, each sorted by key; the domains need not match.
+    With `--direction BtoA` the folders are swapped (as the reference does): A is always the input domain."""
+
+    a_keys: list[str]
+    a: list[Path]
+    b_keys: list[str]
+    b: list[Path]
+
+
+def find_unaligned(root: Path | None, phase: str, direction: str = "AtoB", max_size: int | None = None):
+    """The two domains of `<root>/<phase>A|B`; a missing or empty folder is a UsageError."""
+    if root is None:
+        raise UsageError("--dataroot is required: the dataset folder that holds trainA/, trainB/, testA/, testB/")
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--dataroot {root}: folder not found")
+    domains = []
+    for side in ("A", "B"):
+        folder = root / f"{phase}{side}"
+        if not folder.is_dir():
+            raise UsageError(f"--dataroot {root}: no {folder.name}/ (the unaligned layout has {phase}A/, {phase}B/)")
+        images = list_images(folder)
+        if not images:
+            raise UsageError(f"--dataroot {root}: no images in {folder}")
+        keys = sorted(images)[:max_size]
+        domains.append((keys, [images[k] for k in keys]))
+    if direction == "BtoA":
+        domains.reverse()
+    (a_keys, a), (b_keys, b) = domains
+    return UnalignedFiles(a_keys, a, b_keys, b)
+
+
+@dataclass
+class ImageCache:
+    """One domain's images at load size as uint8 (N, C, H, W), padded to the largest; `sizes` (h, w) on the host."""
+
+    keys: list[str]
+    images: torch.Tensor
+    sizes: torch.Tensor
+
+    @classmethod
+    def load(cls, keys: list[str], paths: list[Path], channels: int, cfg: TrainConfig) -> ImageCache:
+        mode = "L" if channels == 1 else "RGB"
+
+        def one(path: Path) -> np.ndarray:
+            return to_chw(load_resize(_open(path, mode), cfg))
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            arrays = list(pool.map(one, paths))
+        sizes = torch.tensor([a.shape[1:] for a in arrays], dtype=torch.long)
+        height, width = sizes.max(0).values.tolist()
+        images = torch.zeros(len(arrays), channels, height, width, dtype=torch.uint8)
+        for i, array in enumerate(arrays):
+            images[i, :, : array.shape[1], : array.shape[2]] = torch.from_numpy(array)
+        return cls(keys, images, sizes)
+
+
+@dataclass
+class UnalignedCache:
+    """Both domains of an unaligned dataset (the input domain A with input_nc channels, B with output_nc)."""
+
+    a: ImageCache
+    b: ImageCache
+
+    @classmethod
+    def load(cls, files: UnalignedFiles, cfg: TrainConfig) -> UnalignedCache:
+        return cls(
+            ImageCache.load(files.a_keys, files.a, cfg.input_nc, cfg),
+            ImageCache.load(files.b_keys, files.b, cfg.output_nc, cfg),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return self.a.images.nbytes + self.b.images.nbytes
+
+    @property
+    def device(self) -> torch.device:
+        return self.a.images.device
+
+    def place(self, device: torch.device) -> UnalignedCache:
+        """On the GPU when it fits comfortably, else in pinned host memory (CPU training: left as is)."""
+        if device.type != "cuda":
+            return self
+        on_gpu = self.nbytes <= CACHE_GPU_FRACTION * torch.cuda.mem_get_info(device)[0]
+
+        def move(c: ImageCache) -> ImageCache:
+            return ImageCache(c.keys, c.images.to(device) if on_gpu else c.images.pin_memory(), c.sizes)
+
+        return UnalignedCache(move(self.a), move(self.b))
+
+
+class UnalignedBatches:
+    """Random crops of both domains, `batch_size` of each per step, `ceil(max(N_A, N_B) / batch_size)` steps per
+    epoch (as the reference's unaligned dataset). Each epoch shuffles A (cycling the smaller domain) and draws a
+    random B for every A, as the reference does; `--serial_batches` takes both in order (A i with B i mod N_B).
+    Crops and flips are drawn independently per domain. The plan is a pure function of (seed, epoch)."""
+
+    def __init__(self, cache: UnalignedCache, cfg: TrainConfig, device: torch.device, channels_last: bool = False):
+        self.cache, self.device, self.channels_last = cache, device, channels_last
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
+        self.crop = crop_size_for(cfg, cache.a)
+        crop_b = crop_size_for(cfg, cache.b)
+        if crop_b != self.crop:
+            raise UsageError(
+                f"--preprocess {cfg.preprocess}: A images load at {self.crop[0]}x{self.crop[1]} but B images at"
+                f" {crop_b[0]}x{crop_b[1]}; use resize_and_crop or crop"
+            )
+        self.count = max(len(cache.a.keys), len(cache.b.keys))
+        self.steps_per_epoch = -(-self.count // cfg.batch_size)
+        home = cache.device
+        self._rows = torch.arange(self.crop[1], device=home)
+        self._cols = torch.arange(self.crop[0], device=home)
+        self._a_channels = torch.arange(cache.a.images.shape[1], device=home)
+        self._b_channels = torch.arange(cache.b.images.shape[1], device=home)
+
+    def plan(self, epoch: int) -> tuple[EpochPlan, EpochPlan]:
+        """(plan of A, plan of B) for `epoch` (0-based)."""
+        gen = epoch_generator(self.seed, epoch)
+        size_a, size_b = len(self.cache.a.keys), len(self.cache.b.keys)
+        slots = self.steps_per_epoch * self.batch_size
+        order = torch.randperm(self.count, generator=gen) if self.shuffle else torch.arange(self.count)
+        order = order[torch.arange(slots) % self.count]
+        index_b = torch.randint(size_b, (slots,), generator=gen) if self.shuffle else order % size_b
+        home = self.cache.device
+        plan_a = crop_plan(order % size_a, self.cache.a.sizes, self.crop, self.flip, gen, home)
+        return plan_a, crop_plan(index_b, self.cache.b.sizes, self.crop, self.flip, gen, home)
+
+    def batch(self, plan: tuple[EpochPlan, EpochPlan], step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real A, real B) float batches in [-1, 1] on the training device."""
+        slots = slice(step_in_epoch * self.batch_size, (step_in_epoch + 1) * self.batch_size)
+        out = []
+        for one, cache, channels in (
+            (plan[0], self.cache.a, self._a_channels),
+            (plan[1], self.cache.b, self._b_channels),
+        ):
+            index, rows, cols = _crop_indices(one, slots, self._rows, self._cols)
+            out.append(_finish(_gather(cache.images, channels, index, rows, cols), self.device, self.channels_last))
+        return out[0], out[1]

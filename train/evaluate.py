@@ -5,6 +5,11 @@ and G stays in training mode (BatchNorm uses the image's own statistics, dropout
 seeded by --seed). `eval_mode` switches to running statistics and no dropout; `dropout` forces dropout on or off.
 Metrics compare the 8-bit output with the 8-bit target, as written to disk: L1 in [0, 1] units, PSNR in dB
 (capped at 100 dB for identical images) and SSIM (Gaussian window, sigma 1.5: Wang et al. 2004) from scikit-image.
+
+CycleGAN runs (`--model cycle_gan`): `test` reads `<phase>A`/`<phase>B` and writes both directions with their
+reconstructions (`<key>_real_A`, `_fake_B`, `_rec_A` for A images; `<key>_real_B`, `_fake_A`, `_rec_B` for B
+images); there are no targets, so no metrics. `translate --direction AtoB|BtoA` picks G_A or G_B (A and B are
+the dataset's folders; a run trained with `--direction BtoA` has them swapped, as the reference does).
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ from torch import nn
 from pairforge.errors import UsageError
 from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig, make_config
-from pairforge.train.data import find_pairs, list_images, read_pair, resize_for_test, to_chw, to_unit_range
+from pairforge.train.data import (
+    _open,
+    find_pairs,
+    find_unaligned,
+    list_images,
+    read_pair,
+    resize_for_test,
+    to_chw,
+    to_unit_range,
+)
 from pairforge.train.models import generate, make_generator
+from pairforge.train.networks import build_generator
 from pairforge.train.runlog import RunDir, save_png, to_image, write_atomic
 
 PSNR_CAP = 100.0
@@ -39,12 +54,23 @@ class Generator:
     checkpoint: Path
     run: RunDir | None
     device: torch.device
+    back: nn.Module | None = None
+    """CycleGAN: the generator of the other direction (output domain -> input domain)."""
 
     @torch.no_grad()
     def __call__(self, image: Image.Image) -> np.ndarray:
         """PIL input (already at test size) -> uint8 output image."""
         inputs = to_unit_range(torch.from_numpy(to_chw(image))[None]).to(self.device)
         return to_image(generate(self.net, inputs, self.cfg.noise_nc)[0])
+
+    @torch.no_grad()
+    def cycle(self, image: Image.Image, backward: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """CycleGAN: (translated, reconstructed) uint8 images of a PIL input of the input domain (of the
+        output domain with `backward`)."""
+        first, second = (self.back, self.net) if backward else (self.net, self.back)
+        inputs = to_unit_range(torch.from_numpy(to_chw(image))[None]).to(self.device)
+        fake = first(inputs)
+        return to_image(fake[0]), to_image(second(fake)[0])
 
 
 def find_checkpoint(source: str, runs_dir: Path, which: str) -> tuple[Path, RunDir | None]:
@@ -78,13 +104,41 @@ def load_generator(
     checkpoint, run = find_checkpoint(source, runs_dir, which)
     saved = checkpoints.read_config(checkpoint).model_dump() if checkpoint.suffix == ".safetensors" else {}
     cfg = make_config(**(saved | options))
-    net = make_generator(cfg)
-    checkpoints.load_generator(checkpoint, net)
-    net.to(device).train(not eval_mode)
-    for module in net.modules():
-        if isinstance(module, nn.Dropout) and dropout is not None:
-            module.train(dropout)
-    return Generator(net, cfg, checkpoint, run, device)
+    back = None
+    if cfg.model == "cycle_gan":
+        net, back, cfg = _cycle_generators(checkpoint, saved.get("direction", "AtoB"), cfg)
+    else:
+        net = make_generator(cfg)
+        checkpoints.load_generator(checkpoint, net)
+    for one in (net, back):
+        if one is None:
+            continue
+        one.to(device).train(not eval_mode)
+        for module in one.modules():
+            if isinstance(module, nn.Dropout) and dropout is not None:
+                module.train(dropout)
+    return Generator(net, cfg, checkpoint, run, device, back)
+
+
+def _cycle_generators(checkpoint: Path, trained: str, cfg: TrainConfig) -> tuple[nn.Module, nn.Module, TrainConfig]:
+    """(forward G, backward G, cfg with the channels of the forward direction) of a CycleGAN run: G_A forward
+    when `cfg.direction` is the one it was trained with, else G_B. A reference `..._net_G_A.pth` (or `_G_B`)
+    is read with its sibling file of the other generator."""
+    names = ("G_A", "G_B") if cfg.direction == trained else ("G_B", "G_A")
+    channels = {"G_A": (cfg.input_nc, cfg.output_nc), "G_B": (cfg.output_nc, cfg.input_nc)}
+    nets = []
+    for name in names:
+        net = build_generator(cfg.netG, *channels[name], cfg.ngf, cfg.norm, not cfg.no_dropout)
+        path = checkpoint
+        if checkpoint.suffix != ".safetensors":
+            path = checkpoint.with_name(checkpoint.name.replace("G_A", name).replace("G_B", name))
+            if not path.is_file():
+                raise UsageError(f"{path}: not found (a reference CycleGAN needs latest_net_G_A.pth and _G_B.pth)")
+        checkpoints.load_generator(path, net, name)
+        nets.append(net)
+    if names[0] == "G_B":
+        cfg = cfg.model_copy(update={"input_nc": cfg.output_nc, "output_nc": cfg.input_nc})
+    return nets[0], nets[1], cfg
 
 
 def image_metrics(output: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
@@ -118,6 +172,8 @@ def run_test(
     progress: Progress | None = None,
 ) -> dict:
     """Translate every pair of `<dataroot>/<phase>`; write images/, index.html and metrics.json to `results`."""
+    if gen.back is not None:
+        return run_cycle_test(gen, dataroot, phase, results, num_test, seed, progress)
     files = find_pairs(dataroot, phase, num_test)
     torch.manual_seed(seed)
     rows = []
@@ -144,6 +200,65 @@ def run_test(
     write_atomic(results / "metrics.json", json.dumps(metrics, indent=2).encode())
     write_atomic(results / "index.html", _index_html(metrics).encode())
     return metrics
+
+
+def run_cycle_test(
+    gen: Generator,
+    dataroot: Path | None,
+    phase: str,
+    results: Path,
+    num_test: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict:
+    """CycleGAN: A -> B -> A for every image of `<phase>A`, B -> A -> B for every image of `<phase>B`."""
+    files = find_unaligned(dataroot, phase, gen.cfg.direction, num_test)
+    torch.manual_seed(seed)
+    modes = {1: "L", 3: "RGB"}
+    sides = [
+        ("A", files.a_keys, files.a, modes[gen.cfg.input_nc], False, ("real_A", "fake_B", "rec_A")),
+        ("B", files.b_keys, files.b, modes[gen.cfg.output_nc], True, ("real_B", "fake_A", "rec_B")),
+    ]
+    task = progress.add_task(f"test {phase}", total=len(files.a) + len(files.b), rate="") if progress else None
+    rows: dict[str, list[str]] = {"A": [], "B": []}
+    for side, keys, paths, mode, backward, suffixes in sides:
+        for key, path in zip(keys, paths, strict=True):
+            image = resize_for_test(_open(path, mode), gen.cfg)
+            for suffix, array in zip(suffixes, (np.array(image), *gen.cycle(image, backward)), strict=True):
+                save_png(results / "images" / f"{key}_{suffix}.png", array)
+            rows[side].append(key)
+            if progress:
+                progress.advance(task)
+    metrics = {
+        "checkpoint": str(gen.checkpoint),
+        "dataroot": str(dataroot),
+        "phase": phase,
+        "direction": gen.cfg.direction,
+        "count": len(rows["A"]) + len(rows["B"]),
+        "count_A": len(rows["A"]),
+        "count_B": len(rows["B"]),
+        "images": [{"key": k, "domain": side} for side in ("A", "B") for k in rows[side]],
+    }
+    write_atomic(results / "metrics.json", json.dumps(metrics, indent=2).encode())
+    write_atomic(results / "index.html", _cycle_html(metrics, rows).encode())
+    return metrics
+
+
+def _cycle_html(metrics: dict, rows: dict[str, list[str]]) -> str:
+    """Two tables: A | G_A(A) | G_B(G_A(A)), then B | G_B(B) | G_A(G_B(B))."""
+    body = f"<h1>{html.escape(metrics['phase'])}: {metrics['count_A']} A and {metrics['count_B']} B images</h1>"
+    body += f"<p>{html.escape(metrics['checkpoint'])} ({metrics['direction']})</p>"
+    for side, suffixes, title in (
+        ("A", ("real_A", "fake_B", "rec_A"), "A &rarr; B &rarr; A"),
+        ("B", ("real_B", "fake_A", "rec_B"), "B &rarr; A &rarr; B"),
+    ):
+        body += f"<h2>{title}</h2><table><tr><th>key</th>" + "".join(f"<th>{s}</th>" for s in suffixes) + "</tr>"
+        for key in rows[side]:
+            key = html.escape(key)
+            cells = "".join(f'<td><img src="images/{key}_{s}.png"></td>' for s in suffixes)
+            body += f"<tr><td>{key}</td>{cells}</tr>"
+        body += "</table>"
+    return _page(f"{metrics['phase']} results", body)
 
 
 def translate_folder(

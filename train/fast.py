@@ -36,7 +36,9 @@ class Speed:
     @classmethod
     def choose(cls, cfg: TrainConfig, device: torch.device) -> Speed:
         """`--fast` (default: on for CUDA) on a CUDA device; WGAN-GP's double backward cannot be compiled,
-        SGD has no capturable tensor learning rate, so those drop compile / the CUDA graph."""
+        SGD has no capturable tensor learning rate, so those drop compile / the CUDA graph. cycle_gan drops the
+        CUDA graph for now: its image pools are written to be capturable (device RNG, tensor indices and count,
+        no host sync) but the captured step has not been verified on a GPU yet."""
         if device.type != "cuda" or cfg.fast is False:
             return cls()
         return cls(
@@ -44,7 +46,7 @@ class Speed:
             channels_last=True,
             fused=True,
             compile=cfg.compile and cfg.gan_mode != "wgangp",
-            cuda_graph=cfg.cuda_graph and cfg.optimizer == "adam",
+            cuda_graph=cfg.cuda_graph and cfg.optimizer == "adam" and cfg.model != "cycle_gan",
         )
 
     def describe(self) -> str:
@@ -104,21 +106,22 @@ def _capture(model: TrainableModel, static_inputs: torch.Tensor, static_targets:
     return step
 
 
-def _snapshot(model: TrainableModel) -> tuple[list[torch.Tensor], dict]:
-    """Copies of every weight, buffer and optimizer state tensor."""
+def _snapshot(model: TrainableModel) -> tuple[list[torch.Tensor], dict, dict]:
+    """Copies of every weight, buffer, optimizer state tensor and extra model state (image pools)."""
     tensors = [t.detach().clone() for net in model.networks.values() for t in (*net.parameters(), *net.buffers())]
     states = {
         id(p): {k: v.clone() for k, v in state.items() if torch.is_tensor(v)}
         for opt in model.optimizers.values()
         for p, state in opt.state.items()
     }
-    return tensors, states
+    return tensors, states, {k: v.detach().clone() for k, v in model.state_tensors().items()}
 
 
-def _restore(model: TrainableModel, saved: tuple[list[torch.Tensor], dict]) -> None:
+def _restore(model: TrainableModel, saved: tuple[list[torch.Tensor], dict, dict]) -> None:
     """Put the snapshot back in place (same tensors, so captured addresses stay valid); optimizer state that
-    the warm-up created is zeroed, which Adam treats exactly like no state (step 0, zero moments)."""
-    tensors, states = saved
+    the warm-up created is zeroed, which Adam treats exactly like no state (step 0, zero moments), and so is
+    extra state it created (an image pool with fill count 0 is empty)."""
+    tensors, states, extra = saved
     live = [t for net in model.networks.values() for t in (*net.parameters(), *net.buffers())]
     with torch.no_grad():
         for target, value in zip(live, tensors, strict=True):
@@ -132,6 +135,8 @@ def _restore(model: TrainableModel, saved: tuple[list[torch.Tensor], dict]) -> N
                         value.copy_(states[id(p)][key])
                     else:
                         value.zero_()
+        for key, value in model.state_tensors().items():
+            value.copy_(extra[key]) if key in extra else value.zero_()
 
 
 def resolve_device(name: str) -> torch.device:

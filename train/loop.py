@@ -2,7 +2,8 @@
 
 Steps are counted globally; epoch e covers steps [e * steps_per_epoch, (e + 1) * steps_per_epoch). Everything
 random is either a function of (seed, epoch) (the data plan) or in the checkpointed RNG state (init, dropout,
-noise), so `--continue` from any checkpoint continues exactly as the uninterrupted run would have.
+noise, CycleGAN's pool draws; the pools' contents are checkpointed too), so `--continue` from any checkpoint
+continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ from pairforge.errors import PairforgeError, UsageError
 from pairforge.invocation import command_line
 from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig
-from pairforge.train.data import PairCache, TrainBatches, find_pairs
+from pairforge.train.data import PairCache, TrainBatches, UnalignedBatches, UnalignedCache, find_pairs, find_unaligned
 from pairforge.train.fast import Speed, build_step, resolve_device
-from pairforge.train.models import Pix2PixModel
+from pairforge.train.models import build_model
 from pairforge.train.runlog import JsonlLog, LossMeter, RunDir, non_finite, progress_bar, save_grid, write_atomic
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Train pix2pix as `cfg` says (resuming from the run's latest checkpoint if `resume`); returns a summary."""
+    """Train pix2pix or CycleGAN as `cfg` says (resuming from the run's latest checkpoint if `resume`);
+    returns a summary."""
     # ---- run folder ------------------------------------------------------------------------------------
-    files = find_pairs(cfg.dataroot, cfg.phase, cfg.max_dataset_size)  # a wrong --dataroot fails before any write
+    cycle = cfg.model == "cycle_gan"  # unaligned <phase>A, <phase>B; else paired ab/split
+    if cycle:  # a wrong --dataroot fails before any write
+        files = find_unaligned(cfg.dataroot, cfg.phase, cfg.direction, cfg.max_dataset_size)
+    else:
+        files = find_pairs(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     run = RunDir(cfg.runs_dir / cfg.name)
     latest = run.checkpoint("latest")
     if overwrite and not resume:
@@ -42,14 +48,14 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
     # ---- data: decode once into a uint8 cache (on the GPU when it fits), crops gathered on its device ----
-    cache = PairCache.load(files, cfg).place(device)
-    batches = TrainBatches(cache, cfg, device, speed.channels_last)
+    cache = (UnalignedCache if cycle else PairCache).load(files, cfg).place(device)
+    batches = (UnalignedBatches if cycle else TrainBatches)(cache, cfg, device, speed.channels_last)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * cfg.total_epochs
     stop_at = min(total_steps, cfg.max_steps or total_steps)
 
     # ---- model, optimizers, state ------------------------------------------------------------------------
-    model = Pix2PixModel(cfg, device, speed)
+    model = build_model(cfg, device, speed)
     step = checkpoints.load(latest, model) if resume else 0
     plan_epoch = step // steps_per_epoch
     plan = batches.plan(plan_epoch)
@@ -72,7 +78,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
             if epoch != plan_epoch:  # a new epoch: new order, crops and flips; the lr of the linear decay
                 plan_epoch, plan = epoch, batches.plan(epoch)
                 model.set_lr(cfg.lr * cfg.lr_factor(epoch + 1))
-            inputs, targets = batches.batch(plan, index)
+            inputs, targets = batches.batch(plan, index)  # cycle_gan: real A, real B
             step_losses, outputs = train_step(inputs, targets)
             meter.add(step_losses)
             step += 1
@@ -96,7 +102,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                         f"loss {bad} is {losses[bad]} by step {step}: training stopped; last good checkpoint:"
                         f" {last_good or 'none yet'} (try a lower --lr or check the data)"
                     )
-            if step % cfg.display_freq == 0:
+            if step % cfg.display_freq == 0:  # cycle_gan: real A | fake B | real B
                 save_grid(run.samples / f"step_{step:07d}.png", [inputs, outputs, targets])
             if save_epoch:
                 checkpoints.save(run.checkpoint(epoch + 1), model, step)
@@ -116,7 +122,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
             "checkpoint": str(latest),
             "device": str(device),
             "mode": speed.describe(),
-            "cache": f"{cache.nbytes / 2**20:.1f} MiB on {cache.inputs.device}",
+            "cache": f"{cache.nbytes / 2**20:.1f} MiB on {cache.device}",
         }
         log.write({"event": "stop", **summary})
     return summary

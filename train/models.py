@@ -1,15 +1,20 @@
-"""pix2pix (Isola et al. 2017): a conditional GAN with a reconstruction term, as the reference trains it.
+"""pix2pix (Isola et al. 2017) and CycleGAN (Zhu et al. 2017), as the reference trains them.
 
-One step = forward G, update D on (input, output) vs (input, target), then update G to fool D and match the
-target. Variants: `--no_condition_D` (D sees outputs only), `--no_gan` (reconstruction only), `--noise_nc`.
-A model exposes `networks` and `optimizers` by name ("G", "D"), which is all the checkpoint code needs.
+pix2pix: one step = forward G, update D on (input, output) vs (input, target), then update G to fool D and match
+the target. Variants: `--no_condition_D` (D sees outputs only), `--no_gan` (reconstruction only), `--noise_nc`.
+CycleGAN: generators G_A (A -> B) and G_B (B -> A), discriminators D_A (judges B images) and D_B (judges A
+images); one step = update both G (GAN + cycle + identity), then both D on fakes drawn from image pools.
+A model exposes `networks` and `optimizers` by name, plus `state_tensors` (extra state such as the image pools),
+which is all the checkpoint code needs.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pairforge.train.config import TrainConfig
@@ -45,7 +50,7 @@ def make_optimizer(params, cfg: TrainConfig, speed: Speed, device: torch.device)
 
 
 class TrainableModel(Protocol):
-    """What the loop, the fast mode and the checkpoints need from a model (pix2pix now, CycleGAN later)."""
+    """What the loop, the fast mode and the checkpoints need from a model (pix2pix, CycleGAN)."""
 
     cfg: TrainConfig
     device: torch.device
@@ -58,6 +63,25 @@ class TrainableModel(Protocol):
     def set_lr(self, lr: float) -> None: ...
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+def build_model(cfg: TrainConfig, device: torch.device, speed: Speed | None = None) -> TrainableModel:
+    """The model `cfg.model` names."""
+    return (CycleGANModel if cfg.model == "cycle_gan" else Pix2PixModel)(cfg, device, speed)
+
+
+def set_lr(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    """Set every optimizer's learning rate (in place when it is a tensor captured by a CUDA graph)."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
 
 class Pix2PixModel:
@@ -88,13 +112,13 @@ class Pix2PixModel:
         return {"G": self.net_G} | ({"D": self.net_D} if self.net_D is not None else {})
 
     def set_lr(self, lr: float) -> None:
-        """Set every optimizer's learning rate (in place when it is a tensor captured by a CUDA graph)."""
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                if torch.is_tensor(group["lr"]):
-                    group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
+        set_lr(self.optimizers, lr)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
 
     def _autocast(self) -> torch.autocast:
         # cache_enabled=False: autocast's weight cache must not outlive a CUDA graph capture
@@ -141,3 +165,145 @@ class Pix2PixModel:
         sum(losses).backward()
         optimizer.step()
         return losses
+
+
+class ImagePool:
+    """The reference's history of generated images (Shrivastava et al. 2017), kept on the device.
+
+    Until `size` fakes are stored, a query stores each fake and returns it. Once full, each fake is, with
+    probability 0.5, swapped with a stored one chosen at random (the stored one is returned), else returned as
+    is. All on the device with the torch RNG and tensor indices: no host sync, and fit for a CUDA graph (the
+    fill count is a device tensor). `size` 0 returns the fakes unchanged.
+    """
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.size = size
+        self.count = torch.zeros(1, dtype=torch.long, device=device)
+        self.images: torch.Tensor | None = None
+
+    def query(self, fakes: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return fakes
+        fakes = fakes.detach().float()  # stored in fp32 whatever the autocast dtype: checkpoints stay portable
+        if self.images is None or self.images.shape[1:] != fakes.shape[1:]:  # first query, or a new crop size
+            self.images = torch.zeros(self.size, *fakes.shape[1:], device=fakes.device)
+            self.count.zero_()
+        out = []
+        for fake in fakes:
+            full = self.count >= self.size
+            swap = full & (torch.rand(1, device=fakes.device) < 0.5)
+            slot = torch.where(
+                full, torch.randint(self.size, (1,), device=fakes.device), self.count.clamp(max=self.size - 1)
+            )
+            stored = self.images.index_select(0, slot)[0]
+            shape = (1,) * fake.dim()
+            out.append(torch.where(swap.view(shape), stored, fake))
+            keep = full & ~swap
+            self.images.index_copy_(0, slot, torch.where(keep.view(shape), stored, fake)[None])
+            self.count.add_(1).clamp_(max=self.size)
+        return torch.stack(out)
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        images = {} if self.images is None else {f"{prefix}.images": self.images}
+        return {f"{prefix}.count": self.count} | images
+
+    def load(self, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
+        if f"{prefix}.count" in tensors:
+            self.count.copy_(tensors[f"{prefix}.count"])
+        if f"{prefix}.images" in tensors:
+            self.images = tensors[f"{prefix}.images"].to(self.count.device)
+
+
+class CycleGANModel:
+    """G_A, G_B, D_A, D_B, one optimizer for both G and one for both D (as the reference), two image pools."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, speed: Speed | None = None) -> None:
+        self.cfg, self.device, self.speed = cfg, device, speed or Speed()
+        torch.manual_seed(cfg.seed)
+        dropout = not cfg.no_dropout
+        nets = {
+            "G_A": build_generator(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, dropout),
+            "G_B": build_generator(cfg.netG, cfg.output_nc, cfg.input_nc, cfg.ngf, cfg.norm, dropout),
+            "D_A": build_discriminator(cfg.netD, cfg.output_nc, cfg.ndf, cfg.n_layers_D, cfg.norm, cfg.num_D),
+            "D_B": build_discriminator(cfg.netD, cfg.input_nc, cfg.ndf, cfg.n_layers_D, cfg.norm, cfg.num_D),
+        }
+        memory_format = torch.channels_last if self.speed.channels_last else torch.preserve_format
+        self._networks = {
+            name: init_weights(net, cfg.init_type, cfg.init_gain).to(device, memory_format=memory_format).train()
+            for name, net in nets.items()
+        }
+        self.net_G_A, self.net_G_B, self.net_D_A, self.net_D_B = self._networks.values()
+        self.optimizers = {
+            "G": make_optimizer(
+                itertools.chain(self.net_G_A.parameters(), self.net_G_B.parameters()), cfg, self.speed, device
+            ),
+            "D": make_optimizer(
+                itertools.chain(self.net_D_A.parameters(), self.net_D_B.parameters()), cfg, self.speed, device
+            ),
+        }
+        self.pool_A, self.pool_B = ImagePool(cfg.pool_size, device), ImagePool(cfg.pool_size, device)  # fakes of A, B
+        self.gan_loss = GANLoss(cfg.gan_mode)
+        identity = cfg.lambda_identity > 0
+        self.loss_names = (
+            ("D_A", "G_A", "cycle_A") + ("idt_A",) * identity + ("D_B", "G_B", "cycle_B") + ("idt_B",) * identity
+        )
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        return self._networks
+
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.optimizers, lr)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The image pools (live tensors): saved in checkpoints so that a resumed run continues exactly."""
+        return self.pool_A.state("pool.A") | self.pool_B.state("pool.B")
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.pool_A.load("pool.A", tensors)
+        self.pool_B.load("pool.B", tensors)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed.amp, cache_enabled=False)
+
+    def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both G updated, then both D; returns (losses in `loss_names` order, fake B), detached, no host sync."""
+        cfg = self.cfg
+        with self._autocast():
+            fake_B = self.net_G_A(real_A)
+            rec_A = self.net_G_B(fake_B)
+            fake_A = self.net_G_B(real_B)
+            rec_B = self.net_G_A(fake_A)
+        # ---- G_A and G_B -----------------------------------------------------------------------------------
+        self.net_D_A.requires_grad_(False)
+        self.net_D_B.requires_grad_(False)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_G_A = self.gan_loss(self.net_D_A(fake_B), real=True, for_discriminator=False)
+            loss_G_B = self.gan_loss(self.net_D_B(fake_A), real=True, for_discriminator=False)
+            loss_cycle_A = F.l1_loss(rec_A.float(), real_A) * cfg.lambda_A
+            loss_cycle_B = F.l1_loss(rec_B.float(), real_B) * cfg.lambda_B
+            a_side, b_side = [loss_G_A, loss_cycle_A], [loss_G_B, loss_cycle_B]
+            if cfg.lambda_identity > 0:  # G_A should leave B images alone, G_B A images
+                idt_A, idt_B = self.net_G_A(real_B), self.net_G_B(real_A)
+                a_side.append(F.l1_loss(idt_A.float(), real_B) * cfg.lambda_B * cfg.lambda_identity)
+                b_side.append(F.l1_loss(idt_B.float(), real_A) * cfg.lambda_A * cfg.lambda_identity)
+        sum(a_side + b_side).backward()
+        self.optimizers["G"].step()
+        # ---- D_A and D_B, on fakes from the pools -------------------------------------------------------------
+        self.net_D_A.requires_grad_(True)
+        self.net_D_B.requires_grad_(True)
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss_D_A = self._backward_D(self.net_D_A, real_B, self.pool_B.query(fake_B))
+        loss_D_B = self._backward_D(self.net_D_B, real_A, self.pool_A.query(fake_A))
+        self.optimizers["D"].step()
+        losses = torch.stack([loss.float() for loss in (loss_D_A, *a_side, loss_D_B, *b_side)])
+        return losses.detach(), fake_B.detach()
+
+    def _backward_D(self, net_d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            loss = 0.5 * (self.gan_loss(net_d(real), real=True) + self.gan_loss(net_d(fake.detach()), real=False))
+            if self.cfg.gan_mode == "wgangp":
+                loss = loss + self.cfg.lambda_gp * gradient_penalty(net_d, real, fake.detach().to(real.dtype))
+        loss.backward()
+        return loss
