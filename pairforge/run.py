@@ -61,7 +61,7 @@ def build_stages(loaded: Loaded) -> list[Stage]:
                 raise UsageError(
                     f"{where}: key prep.inputs: {folder_in} does not exist; pass --data-root or fix the path"
                 )
-        layouts = str(prep.options.get("layout", "ab")).split(",")
+        layouts = _prep_layouts(prep)
         if recipe.train.get("model") == "cycle_gan" and "unaligned" not in layouts:
             raise UsageError(
                 f"{where}: key train.model: cycle_gan needs an unaligned dataset; add 'unaligned' to prep.layout"
@@ -87,6 +87,16 @@ def build_stages(loaded: Loaded) -> list[Stage]:
         stages.append(Stage("report", to_argv(["report"], [str(folder)], recipe.report, f"{where}: [report]"),
                             inputs, rebuild_flag=None))  # fmt: skip
     return stages
+
+
+def _prep_layouts(prep) -> list[str]:
+    """The layouts a prep stage writes: its --layout, or for fetch the catalogue's kind of dataset."""
+    if prep.command == "fetch":
+        from pairforge.prep.fetch import CATALOGUE
+
+        entry = CATALOGUE.get(prep.inputs[0] if prep.inputs else "")
+        return ["unaligned" if entry and entry.kind == "cyclegan" else "ab"]
+    return str(prep.options.get("layout", "ab")).split(",")
 
 
 def select(stages: list[Stage], start: str | None, until: str | None, only: str | None) -> list[Stage]:
