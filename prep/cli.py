@@ -20,7 +20,7 @@ from pairforge.invocation import command_line
 from pairforge.parsing import parse_list, parse_size
 from pairforge.prep import datasets, folder_tools
 from pairforge.prep.check import check_dataset
-from pairforge.prep.combine import SIZE_POLICIES, CombineBuilder, default_format, find_pairs
+from pairforge.prep.combine import JOIN_POLICIES, SIZE_POLICIES, CombineBuilder, default_format, find_pairs
 from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
 from pairforge.prep.download import Retry, fetch_file, verify
 from pairforge.prep.fetch import CATALOGUE, CYCLEGAN_URL, PIX2PIX_URL, extract, index_extracted
@@ -275,7 +275,7 @@ def pair(
     out: Annotated[Path | None, typer.Argument(help="Output folder (default: ROOT_ab).")] = None,
     size_policy: Annotated[
         str,
-        typer.Option(help=f"When A and B differ in size: {'|'.join(SIZE_POLICIES[:2] + SIZE_POLICIES[3:])}."),
+        typer.Option(help=f"When A and B differ in size: {'|'.join(JOIN_POLICIES)}."),
     ] = "error",
     layout: LayoutOpt = "ab",
     format_: FormatOpt = None,
@@ -296,8 +296,8 @@ def pair(
       pairforge pair datasets/faces_unaligned datasets/faces_ab
     """
     require_inputs(root)
-    if size_policy not in SIZE_POLICIES or size_policy == "resize":
-        raise UsageError(f"--size-policy {size_policy!r}: choose from error, resize-b, pad, crop")
+    if size_policy not in JOIN_POLICIES:
+        raise UsageError(f"--size-policy {size_policy!r}: choose from {', '.join(JOIN_POLICIES)}")
     src = source_path(root)
     kind = detect_layout(src)
     if kind == "ab":

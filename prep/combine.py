@@ -23,6 +23,8 @@ from pairforge.prep.transforms.resize import center_crop, pad_to, resize
 from pairforge.prep.writers import PairImages
 
 SIZE_POLICIES = ("error", "resize-b", "resize", "pad", "crop")
+# Joining an existing split/unaligned dataset has no --size to resize both halves to.
+JOIN_POLICIES = tuple(p for p in SIZE_POLICIES if p != "resize")
 LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".gif"})
 
 

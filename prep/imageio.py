@@ -129,18 +129,6 @@ def _is_plain_8bit(data: bytes) -> bool:
     return False
 
 
-def read_native(path: Path) -> np.ndarray:
-    """Read an image keeping its bit depth and channels (e.g. uint16 depth maps), EXIF orientation applied."""
-    img = open_image(path)
-    if img.mode in ("I;16", "I;16L", "I;16B"):
-        return np.asarray(img).astype(np.uint16)
-    if img.mode == "I":
-        return np.asarray(img).astype(np.int64)
-    if img.mode == "P":
-        return np.asarray(img)  # palette indices, e.g. label maps
-    return np.asarray(img)
-
-
 @dataclass(frozen=True)
 class ImageFormat:
     """How outputs are encoded: `png` (lossless) or `jpg` (with `quality`)."""

@@ -7,7 +7,7 @@ writes the effective values to `runs/<name>/config.json`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
@@ -17,8 +17,6 @@ from pairforge.parsing import parse_size
 GeneratorName = Literal["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel", "multiscale"]
 NormName = Literal["batch", "instance", "none"]
-GENERATORS: tuple[str, ...] = get_args(GeneratorName)
-DISCRIMINATORS: tuple[str, ...] = get_args(DiscriminatorName)
 
 
 def _to_size(value: Any) -> tuple[int, int]:
