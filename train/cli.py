@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.parsing import parse_size
 from pairforge.train.config import (
     CYCLE_GAN_DEFAULTS,
     GeneratorName,
@@ -48,8 +49,18 @@ ARCHITECTURE = {"model", "netG", "norm", "ngf", "no_dropout", "input_nc", "outpu
 
 
 def _cli_type(annotation: Any) -> Any:
-    """The type Typer sees for a config field: sizes are typed as text (`286` or `572x286`)."""
-    return str if typing.get_origin(annotation) is tuple else annotation
+    """The type Typer sees for a config field: sizes and ranges are typed as text (`572x286`, `0,80`)."""
+    if _is_tuple(annotation):
+        return str
+    if any(_is_tuple(arg) for arg in typing.get_args(annotation)):
+        return str | None
+    return annotation
+
+
+def _is_tuple(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return typing.get_origin(annotation) is tuple
 
 
 def _on_command_line(ctx: typer.Context, name: str) -> bool:
@@ -86,7 +97,7 @@ def _train_command() -> typing.Callable[..., None]:
         _flag("quiet", "-q", "--quiet", help="No progress bar or summary."),
         _flag("as_json", "--json", help="Print the summary as JSON."),
     ]
-    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items()]
+    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items() if field.json_schema_extra]
 
     def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
         given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
@@ -154,15 +165,14 @@ CycleDirection = Annotated[
     Literal["AtoB", "BtoA"] | None,
     typer.Option("--direction", help="cycle_gan runs: AtoB uses G_A, BtoA uses G_B (default: the run's direction)."),
 ]
-Preprocess = Annotated[
-    Literal["resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"] | None,
+TestSize = Annotated[
+    str | None,
     typer.Option(
-        "--preprocess",
-        help="Test size: resize_and_crop = --crop_size; scale_width* = crop width, aspect kept; crop/none = native;"
-        " sides rounded to the generator's multiple. Default: the run's.",
+        "--test_size",
+        help="Resize inputs to N or WxH first (as the reference's test did). Default: each image's own size, padded"
+        " to the generator's multiple and cropped back.",
     ),
 ]
-CropSize = Annotated[str | None, typer.Option("--crop_size", help="Test size for resize_and_crop: N or WxH.")]
 _REF = "Reference .pth only"
 Model = Annotated[
     Literal["pix2pix", "cycle_gan"],
@@ -172,8 +182,8 @@ NetG = Annotated[GeneratorName, typer.Option("--netG", help="Generator architect
 Norm = Annotated[NormName, typer.Option("--norm", help="Normalization layers.", rich_help_panel=_REF)]
 Ngf = Annotated[int, typer.Option("--ngf", help="Generator filters in the first layer.", rich_help_panel=_REF)]
 NoDropout = Annotated[bool, typer.Option("--no_dropout", help="G was trained without dropout.", rich_help_panel=_REF)]
-InputNc = Annotated[Literal[1, 3], typer.Option("--input_nc", help="Input channels.", rich_help_panel=_REF)]
-OutputNc = Annotated[Literal[1, 3], typer.Option("--output_nc", help="Output channels.", rich_help_panel=_REF)]
+InputNc = Annotated[int, typer.Option("--input_nc", help="Input channels.", min=1, rich_help_panel=_REF)]
+OutputNc = Annotated[int, typer.Option("--output_nc", help="Output channels.", min=1, rich_help_panel=_REF)]
 
 
 def _options(ctx: typer.Context, values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -193,12 +203,22 @@ def _options(ctx: typer.Context, values: dict[str, Any], source: str) -> dict[st
 
 
 def _generator(
-    source: str, runs_dir: Path, epoch: str, device: str, options: dict, eval_mode: bool, dropout: bool | None
+    source: str,
+    runs_dir: Path,
+    epoch: str,
+    device: str,
+    options: dict,
+    eval_mode: bool,
+    dropout: bool | None,
+    test_size: str | None,
 ):
     from pairforge.train.evaluate import load_generator
     from pairforge.train.fast import resolve_device
 
-    return load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
+    size = parse_size(test_size, "--test_size") if test_size else None
+    gen = load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
+    gen.size = size
+    return gen
 
 
 def test(
@@ -217,8 +237,7 @@ def test(
     eval_mode: Eval = False,
     test_dropout: TestDropout = None,
     direction: Direction = None,
-    preprocess: Preprocess = None,
-    crop_size: CropSize = None,
+    test_size: TestSize = None,
     seed: Seed = 0,
     device: Device = "auto",
     model: Model = "pix2pix",
@@ -245,8 +264,9 @@ def test(
     from pairforge.train.evaluate import run_test
     from pairforge.train.runlog import progress_bar
 
-    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction", "preprocess", "crop_size"}}
-    gen = _generator(source, runs_dir, epoch, device, _options(ctx, values, source), eval_mode, test_dropout)
+    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction"}}
+    options = _options(ctx, values, source)
+    gen = _generator(source, runs_dir, epoch, device, options, eval_mode, test_dropout, test_size)
     if dataroot is None and gen.cfg.dataroot is None:
         raise UsageError("--dataroot is required for a checkpoint that does not name its dataset")
     if results_dir is None:
@@ -269,8 +289,7 @@ def translate(
     eval_mode: Eval = False,
     test_dropout: TestDropout = None,
     direction: CycleDirection = None,
-    preprocess: Preprocess = None,
-    crop_size: CropSize = None,
+    test_size: TestSize = None,
     seed: Seed = 0,
     device: Device = "auto",
     model: Model = "pix2pix",
@@ -294,8 +313,9 @@ def translate(
     from pairforge.train.evaluate import translate_folder
     from pairforge.train.runlog import progress_bar
 
-    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction", "preprocess", "crop_size"}}
-    gen = _generator(source, runs_dir, epoch, device, _options(ctx, values, source), eval_mode, test_dropout)
+    values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction"}}
+    options = _options(ctx, values, source)
+    gen = _generator(source, runs_dir, epoch, device, options, eval_mode, test_dropout, test_size)
     if direction is not None and gen.back is None:
         raise UsageError("--direction: only for cycle_gan runs (a pix2pix generator translates one way)")
     with progress_bar(quiet or as_json) as progress:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_size
+from pairforge.train.codings import Codings
 
 GeneratorName = Literal["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel", "multiscale"]
@@ -41,6 +42,39 @@ Size = Annotated[tuple[int, int], BeforeValidator(_to_size), PlainSerializer(_si
 """(width, height); written as `N` or `WxH` in config.json, as on the command line."""
 
 
+def _to_range(value: Any) -> tuple[float, float]:
+    """`"0,80"` or `[0, 80]` -> (0.0, 80.0), low < high."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError("expected LO,HI, e.g. 0,80") from None
+    if not low < high:
+        raise ValueError("LO must be below HI")
+    return low, high
+
+
+ValueRange = Annotated[tuple[float, float], BeforeValidator(_to_range), PlainSerializer(lambda r: f"{r[0]:g},{r[1]:g}")]
+"""(low, high); written as `LO,HI` in config.json, as on the command line."""
+
+
+def size_multiple(net_g: str) -> int:
+    """Input sides must be multiples of this: 2^downsamplings for a U-Net, 4 for a ResNet generator."""
+    return {"unet_256": 256, "unet_128": 128}.get(net_g, 4)
+
+
+def size_problem(size: tuple[int, int], net_g: str) -> str | None:
+    """Why (width, height) cannot go through `net_g`, naming the valid sizes; None when it can."""
+    multiple = size_multiple(net_g)
+    if not (size[0] % multiple or size[1] % multiple):
+        return None
+    nearest = "x".join(str(max(multiple, round(side / multiple) * multiple)) for side in size)
+    return (
+        f"--netG {net_g} needs sides divisible by {multiple} (smallest valid: {multiple}x{multiple};"
+        f" nearest: {nearest})"
+    )
+
+
 def _opt(default: Any, panel: str, help: str, **kwargs: Any) -> Any:
     return Field(default, description=help, json_schema_extra={"panel": panel}, **kwargs)
 
@@ -64,8 +98,17 @@ class TrainConfig(BaseModel):
     no_flip: bool = _opt(False, "Data", "Do not flip pairs horizontally at random.")
     serial_batches: bool = _opt(False, "Data", "Take pairs in order instead of shuffling each epoch.")
     max_dataset_size: int | None = _opt(None, "Data", "Use at most this many pairs (sorted by key).", gt=0)
-    input_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the input images (1 = grayscale).")
-    output_nc: Literal[1, 3] = _opt(3, "Data", "Channels of the output images (1 = grayscale).")
+    input_nc: int = _opt(3, "Data", "Input channels: 1 gray, 3 RGB, 4 RGBA, more from TIFF/.npy.", ge=1)
+    output_nc: int = _opt(3, "Data", "Output channels: 1 gray, 3 RGB, 4 RGBA, more from TIFF/.npy.", ge=1)
+    value_range: ValueRange | None = _opt(
+        None,
+        "Data",
+        "LO,HI: the values of 16-bit/float data that map to [-1, 1], in the dataset's units (metres for prep's"
+        " gray16 depth). Default: the manifest's depth range, else the dtype's (0..65535; float 0..1).",
+    )
+    codings: Codings | None = Field(
+        None, description="Filled in by training from the data: how stored values map to [-1, 1]."
+    )
     # networks
     model: Literal["pix2pix", "cycle_gan"] = _opt(
         "pix2pix",
@@ -144,6 +187,9 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"--crop_size {_size_text(self.crop_size)} is larger than --load_size {_size_text(self.load_size)}"
             )
+        problem = size_problem(self.crop_size, self.netG)
+        if problem and self.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
+            raise ValueError(f"--crop_size {_size_text(self.crop_size)}: {problem}")
         if self.no_gan and self.lambda_L1 == 0:
             raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
         if self.model == "cycle_gan":

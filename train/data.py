@@ -1,8 +1,9 @@
-"""Paired data for training and testing: the `ab` and `split` layouts, a uint8 cache and crops on the device.
+"""Paired data for training and testing: the `ab` and `split` layouts, a cache and crops on the device.
 
 Training decodes every pair once, resizes it to the load size (the deterministic part of `--preprocess`) and
-keeps the result as uint8 tensors, on the GPU when they fit. Each step then gathers a batch of random crops,
-with the same crop and flip for input and target, in one indexing kernel on the cache's device. The random
+keeps the result in its stored dtype (uint8, 16-bit or float: see `pixels.py`), on the GPU when it fits. Each
+step then gathers a batch of random crops, with the same crop and flip for input and target, in one indexing
+kernel on the cache's device, and maps the values to [-1, 1] by the side's coding. The random
 plan of an epoch (order, crop offsets, flips) is a pure function of (seed, epoch), so a resumed run sees
 exactly the batches an uninterrupted run would have seen.
 """
@@ -16,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pairforge.errors import PairforgeError, UsageError
-from pairforge.train.config import TrainConfig
-from pairforge.train.networks import size_multiple
+from pairforge.train.codings import Coding, Codings, coding_for, dataset_depth
+from pairforge.train.config import TrainConfig, size_problem
+from pairforge.train.pixels import IMAGE_EXTENSIONS, cache_dtype, read_array, resize_array, to_channels, to_tensor
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 CACHE_GPU_FRACTION = 0.3
 """The cache goes to the GPU when it needs at most this fraction of the free GPU memory."""
 
@@ -72,103 +72,97 @@ def find_pairs(root: Path | None, phase: str, max_size: int | None = None) -> Pa
     return files
 
 
-def _open(path: Path, mode: str) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise PairforgeError(f"{path}: cannot read image ({exc})") from None
-
-
-def read_pair(files: PairFiles, i: int, direction: str, input_nc: int, output_nc: int) -> tuple[Image.Image, ...]:
-    """(input, target) of pair `i` as PIL images: grayscale for 1 channel, else RGB; `BtoA` swaps the sides."""
-    modes = {1: "L", 3: "RGB"}
-    a_mode, b_mode = (modes[input_nc], modes[output_nc])[:: 1 if direction == "AtoB" else -1]
+def read_pair(files: PairFiles, i: int, direction: str, input_nc: int, output_nc: int) -> tuple[np.ndarray, ...]:
+    """(input, target) of pair `i` as (H, W, C) arrays of the files' own dtype, converted to `input_nc` and
+    `output_nc` channels (see `pixels.to_channels`); `BtoA` swaps the sides."""
     if files.layout == "ab":
-        ab = _open(files.a[i], "RGB")
-        half = ab.width // 2
-        a, b = ab.crop((0, 0, half, ab.height)).convert(a_mode), ab.crop((half, 0, 2 * half, ab.height)).convert(b_mode)
+        ab = read_array(files.a[i])
+        half = ab.shape[1] // 2
+        a, b = ab[:, :half], ab[:, half : 2 * half]
     else:
-        a, b = _open(files.a[i], a_mode), _open(files.b[i], b_mode)
-    if a.size != b.size:
-        raise PairforgeError(f"{files.a[i]}: A is {a.width}x{a.height} but B is {b.width}x{b.height}")
-    return (a, b) if direction == "AtoB" else (b, a)
+        a, b = read_array(files.a[i]), read_array(files.b[i])
+    if a.shape[:2] != b.shape[:2]:
+        raise PairforgeError(f"{files.a[i]}: A is {a.shape[1]}x{a.shape[0]} but B is {b.shape[1]}x{b.shape[0]}")
+    if direction == "BtoA":
+        a, b = b, a
+    return to_channels(a, input_nc, "--input_nc"), to_channels(b, output_nc, "--output_nc")
 
 
-def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return img if img.size == size else img.resize(size, Image.Resampling.BICUBIC)
+def read_image(path: Path, channels: int, flag: str) -> np.ndarray:
+    """One image file as (H, W, `channels`) of its own dtype."""
+    return to_channels(read_array(path), channels, flag)
 
 
 def _round_to(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
-def load_resize(img: Image.Image, cfg: TrainConfig) -> Image.Image:
+def load_resize(image: np.ndarray, cfg: TrainConfig, coding: Coding) -> np.ndarray:
     """The deterministic, load-time part of `--preprocess` (the reference's resize / scale_width / make_power_2)."""
-    width, height = img.size
+    height, width = image.shape[:2]
     if cfg.preprocess == "resize_and_crop":
-        return _resize(img, cfg.load_size)
+        return resize_array(image, cfg.load_size, coding)
     if cfg.preprocess.startswith("scale_width"):
         target = cfg.load_size[0]
-        return _resize(img, (target, max(int(target * height / width), cfg.crop_size[1])))
+        return resize_array(image, (target, max(int(target * height / width), cfg.crop_size[1])), coding)
     if cfg.preprocess == "none":
-        return _resize(img, (_round_to(width, 4), _round_to(height, 4)))
-    return img
+        return resize_array(image, (_round_to(width, 4), _round_to(height, 4)), coding)
+    return image
 
 
-def resize_for_test(img: Image.Image, cfg: TrainConfig) -> Image.Image:
-    """Test-time size: the crop size for resize_and_crop; scale_width keeps the aspect at the crop width;
-    crop/none keep the native scale; sides are then rounded to the generator's size multiple."""
-    multiple = size_multiple(cfg.netG)
-    width, height = img.size
-    if cfg.preprocess == "resize_and_crop":
-        width, height = cfg.crop_size
-    elif cfg.preprocess.startswith("scale_width"):
-        width, height = cfg.crop_size[0], int(cfg.crop_size[0] * height / width)
-    return _resize(img, (_round_to(width, multiple), _round_to(height, multiple)))
+def side_coding(array: np.ndarray, cfg: TrainConfig, depth: tuple[float, float] | None) -> Coding:
+    """The coding of a side whose first image is `array`."""
+    return coding_for(array.dtype.name, cfg.value_range, depth)
 
 
-def to_chw(img: Image.Image) -> np.ndarray:
-    """PIL image -> uint8 array (C, H, W)."""
-    array = np.array(img)  # a writable copy: torch.from_numpy wants one
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+def check_dtype(array: np.ndarray, coding: Coding, path: Path) -> None:
+    """Every image of a side must have the dtype of its first one (one coding per side)."""
+    if array.dtype.name != coding.dtype:
+        raise PairforgeError(f"{path}: {array.dtype.name} pixels, but this side's first image is {coding.dtype}")
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], as the reference's ToTensor + Normalize(0.5, 0.5)."""
-    return images.float().mul_(1 / 127.5).sub_(1.0)
+def stack(arrays: list[np.ndarray], coding: Coding) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) cache tensor padded to the largest image, and each image's (h, w)."""
+    sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.long)
+    height, width = sizes.max(0).values.tolist()
+    images = torch.zeros(len(arrays), arrays[0].shape[2], height, width, dtype=cache_dtype(coding.dtype))
+    for i, array in enumerate(arrays):
+        images[i, :, : array.shape[0], : array.shape[1]] = to_tensor(array)
+    return images, sizes
 
 
 @dataclass
 class PairCache:
-    """Input and target images at load size as uint8 (N, C, H, W), padded to the largest.
+    """Input and target images at load size, (N, C, H, W) in their stored dtype, padded to the largest.
 
-    `sizes` holds each pair's (h, w); it stays in host memory, the images may move to the GPU.
+    `sizes` holds each pair's (h, w); it stays in host memory, the images may move to the GPU. `codings` says how
+    the stored values map to [-1, 1].
     """
 
     keys: list[str]
     inputs: torch.Tensor
     targets: torch.Tensor
     sizes: torch.Tensor
+    codings: Codings
 
     @classmethod
     def load(cls, files: PairFiles, cfg: TrainConfig) -> PairCache:
-        """Decode and resize every pair once, in threads (PIL releases the GIL while decoding)."""
+        """Decode and resize every pair once, in threads (the decoders release the GIL)."""
+        first = read_pair(files, 0, cfg.direction, cfg.input_nc, cfg.output_nc)
+        depth = dataset_depth(cfg.dataroot)
+        codings = Codings(input=side_coding(first[0], cfg, depth), output=side_coding(first[1], cfg, depth))
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
-            inp, tgt = read_pair(files, i, cfg.direction, cfg.input_nc, cfg.output_nc)
-            return to_chw(load_resize(inp, cfg)), to_chw(load_resize(tgt, cfg))
+            inp, tgt = first if i == 0 else read_pair(files, i, cfg.direction, cfg.input_nc, cfg.output_nc)
+            check_dtype(inp, codings.input, files.a[i])
+            check_dtype(tgt, codings.output, files.b[i])
+            return load_resize(inp, cfg, codings.input), load_resize(tgt, cfg, codings.output)
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             pairs = list(pool.map(one, range(len(files))))
-        sizes = torch.tensor([inp.shape[1:] for inp, _ in pairs], dtype=torch.long)
-        height, width = sizes.max(0).values.tolist()
-        inputs = torch.zeros(len(pairs), cfg.input_nc, height, width, dtype=torch.uint8)
-        targets = torch.zeros(len(pairs), cfg.output_nc, height, width, dtype=torch.uint8)
-        for i, (inp, tgt) in enumerate(pairs):
-            inputs[i, :, : inp.shape[1], : inp.shape[2]] = torch.from_numpy(inp)
-            targets[i, :, : tgt.shape[1], : tgt.shape[2]] = torch.from_numpy(tgt)
-        return cls(files.keys, inputs, targets, sizes)
+        inputs, sizes = stack([inp for inp, _ in pairs], codings.input)
+        targets, _ = stack([tgt for _, tgt in pairs], codings.output)
+        return cls(files.keys, inputs, targets, sizes, codings)
 
     @property
     def nbytes(self) -> int:
@@ -187,7 +181,7 @@ class PairCache:
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device) if on_gpu else t.pin_memory()
 
-        return PairCache(self.keys, move(self.inputs), move(self.targets), self.sizes)
+        return PairCache(self.keys, move(self.inputs), move(self.targets), self.sizes, self.codings)
 
 
 def crop_size_for(cfg: TrainConfig, cache: PairCache) -> tuple[int, int]:
@@ -208,12 +202,9 @@ def crop_size_for(cfg: TrainConfig, cache: PairCache) -> tuple[int, int]:
                 f"--crop_size {crop[0]}x{crop[1]}: larger than loaded image {cache.keys[smallest]!r} ({w}x{h});"
                 " lower --crop_size or raise --load_size"
             )
-    multiple = size_multiple(cfg.netG)
-    if crop[0] % multiple or crop[1] % multiple:
-        raise UsageError(
-            f"training size {crop[0]}x{crop[1]}: --netG {cfg.netG} needs sides divisible by {multiple}"
-            f" (e.g. --crop_size {_round_to(crop[0], multiple)}x{_round_to(crop[1], multiple)})"
-        )
+    problem = size_problem(crop, cfg.netG)
+    if problem:
+        raise UsageError(f"training size {crop[0]}x{crop[1]} (--preprocess {cfg.preprocess}): {problem}")
     return crop
 
 
@@ -266,10 +257,11 @@ class TrainBatches:
         index, rows, cols = _crop_indices(plan, slots, self._rows, self._cols)
         inputs = _gather(self.cache.inputs, self._in_channels, index, rows, cols)
         targets = _gather(self.cache.targets, self._out_channels, index, rows, cols)
-        return self._finish(inputs), self._finish(targets)
-
-    def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        return _finish(images, self.device, self.channels_last)
+        codings = self.cache.codings
+        return (
+            _finish(inputs, codings.input, self.device, self.channels_last),
+            _finish(targets, codings.output, self.device, self.channels_last),
+        )
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -311,10 +303,10 @@ def _gather(images, channels, index, rows, cols) -> torch.Tensor:
     ]
 
 
-def _finish(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def _finish(images: torch.Tensor, coding: Coding, device: torch.device, channels_last: bool) -> torch.Tensor:
     if images.device != device:
         images = images.pin_memory().to(device, non_blocking=True)
-    images = to_unit_range(images)
+    images = coding.encode(images)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
@@ -357,27 +349,28 @@ def find_unaligned(root: Path | None, phase: str, direction: str = "AtoB", max_s
 
 @dataclass
 class ImageCache:
-    """One domain's images at load size as uint8 (N, C, H, W), padded to the largest; `sizes` (h, w) on the host."""
+    """One domain's images at load size, (N, C, H, W) in their stored dtype, padded to the largest; `sizes` (h, w)
+    on the host; `coding` maps the stored values to [-1, 1]."""
 
     keys: list[str]
     images: torch.Tensor
     sizes: torch.Tensor
+    coding: Coding
 
     @classmethod
-    def load(cls, keys: list[str], paths: list[Path], channels: int, cfg: TrainConfig) -> ImageCache:
-        mode = "L" if channels == 1 else "RGB"
+    def load(cls, keys: list[str], paths: list[Path], channels: int, flag: str, cfg: TrainConfig) -> ImageCache:
+        first = read_image(paths[0], channels, flag)
+        coding = side_coding(first, cfg, dataset_depth(cfg.dataroot))
 
-        def one(path: Path) -> np.ndarray:
-            return to_chw(load_resize(_open(path, mode), cfg))
+        def one(i: int) -> np.ndarray:
+            image = first if i == 0 else read_image(paths[i], channels, flag)
+            check_dtype(image, coding, paths[i])
+            return load_resize(image, cfg, coding)
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            arrays = list(pool.map(one, paths))
-        sizes = torch.tensor([a.shape[1:] for a in arrays], dtype=torch.long)
-        height, width = sizes.max(0).values.tolist()
-        images = torch.zeros(len(arrays), channels, height, width, dtype=torch.uint8)
-        for i, array in enumerate(arrays):
-            images[i, :, : array.shape[1], : array.shape[2]] = torch.from_numpy(array)
-        return cls(keys, images, sizes)
+            arrays = list(pool.map(one, range(len(paths))))
+        images, sizes = stack(arrays, coding)
+        return cls(keys, images, sizes, coding)
 
 
 @dataclass
@@ -390,9 +383,13 @@ class UnalignedCache:
     @classmethod
     def load(cls, files: UnalignedFiles, cfg: TrainConfig) -> UnalignedCache:
         return cls(
-            ImageCache.load(files.a_keys, files.a, cfg.input_nc, cfg),
-            ImageCache.load(files.b_keys, files.b, cfg.output_nc, cfg),
+            ImageCache.load(files.a_keys, files.a, cfg.input_nc, "--input_nc", cfg),
+            ImageCache.load(files.b_keys, files.b, cfg.output_nc, "--output_nc", cfg),
         )
+
+    @property
+    def codings(self) -> Codings:
+        return Codings(input=self.a.coding, output=self.b.coding)
 
     @property
     def nbytes(self) -> int:
@@ -409,7 +406,7 @@ class UnalignedCache:
         on_gpu = self.nbytes <= CACHE_GPU_FRACTION * torch.cuda.mem_get_info(device)[0]
 
         def move(c: ImageCache) -> ImageCache:
-            return ImageCache(c.keys, c.images.to(device) if on_gpu else c.images.pin_memory(), c.sizes)
+            return ImageCache(c.keys, c.images.to(device) if on_gpu else c.images.pin_memory(), c.sizes, c.coding)
 
         return UnalignedCache(move(self.a), move(self.b))
 
@@ -460,5 +457,6 @@ class UnalignedBatches:
             (plan[1], self.cache.b, self._b_channels),
         ):
             index, rows, cols = _crop_indices(one, slots, self._rows, self._cols)
-            out.append(_finish(_gather(cache.images, channels, index, rows, cols), self.device, self.channels_last))
+            images = _gather(cache.images, channels, index, rows, cols)
+            out.append(_finish(images, cache.coding, self.device, self.channels_last))
         return out[0], out[1]

@@ -1,10 +1,22 @@
 """`pairforge test` and `translate`: run a trained generator; write outputs, an HTML page and metrics.
 
-Test time follows the reference: images are resized to the test size (see `data.resize_for_test`), one per batch,
-and G stays in training mode (BatchNorm uses the image's own statistics, dropout stays on: stochastic outputs,
-seeded by --seed). `eval_mode` switches to running statistics and no dropout; `dropout` forces dropout on or off.
-Metrics compare the 8-bit output with the 8-bit target, as written to disk: L1 in [0, 1] units, PSNR in dB
+Any size: images run at their own size, one per batch. The generator needs sides divisible by its size multiple
+(256 for unet_256, 4 for ResNets), so each input is padded (reflect) up to the next valid size and the output is
+cropped back: it has exactly the input's size and pixel grid, with no stretching and no shift. `--test_size N|WxH`
+resizes inputs (and targets) first, as the reference's test did with --crop_size; `translate` then resizes each
+output back to its input's size. Data prepared by `pairforge prep` is already at the training scale, so the
+native size is the default.
+
+Any type: inputs and targets keep their dtype and channels (`pixels.py`); outputs are written in the target's own
+format (16-bit single-channel depth in, 16-bit single-channel depth out, in the same units), using the codings
+the run recorded. G stays in training mode as in the reference (BatchNorm uses the image's own statistics,
+dropout stays on: stochastic outputs, seeded by --seed); `eval_mode` switches to running statistics and no
+dropout; `dropout` forces dropout on or off.
+
+Metrics compare the output with the target as written to disk. 8-bit targets: L1 in [0, 1] units, PSNR in dB
 (capped at 100 dB for identical images) and SSIM (Gaussian window, sigma 1.5: Wang et al. 2004) from scikit-image.
+16-bit and float targets: MAE and RMSE in the data's units (metres for prep's depth), and for depth abs-rel and
+delta < 1.25, over the valid pixels only (target > 0, and `<phase>/B_valid/<key>.png` > 0 where it exists).
 
 CycleGAN runs (`--model cycle_gan`): `test` reads `<phase>A`/`<phase>B` and writes both directions with their
 reconstructions (`<key>_real_A`, `_fake_B`, `_rec_A` for A images; `<key>_real_B`, `_fake_A`, `_rec_B` for B
@@ -21,28 +33,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
 from pairforge.errors import UsageError
 from pairforge.train import checkpoints
-from pairforge.train.config import TrainConfig, make_config
-from pairforge.train.data import (
-    _open,
-    find_pairs,
-    find_unaligned,
-    list_images,
-    read_pair,
-    resize_for_test,
-    to_chw,
-    to_unit_range,
-)
+from pairforge.train.codings import Coding, Codings
+from pairforge.train.config import TrainConfig, make_config, size_multiple
+from pairforge.train.data import check_dtype, find_pairs, find_unaligned, list_images, read_image, read_pair
 from pairforge.train.models import generate, make_generator
 from pairforge.train.networks import build_generator
-from pairforge.train.runlog import RunDir, save_png, to_image, write_atomic
+from pairforge.train.pixels import read_array, resize_array, to_tensor, write_array
+from pairforge.train.runlog import RunDir, write_atomic
 
 PSNR_CAP = 100.0
+VALID_DIR = "B_valid"
+"""Where prep's depth datasets keep validity masks: `<phase>/B_valid/<key>.png`, 255 = measured."""
 
 
 @dataclass
@@ -56,21 +63,49 @@ class Generator:
     device: torch.device
     back: nn.Module | None = None
     """CycleGAN: the generator of the other direction (output domain -> input domain)."""
+    size: tuple[int, int] | None = None
+    """--test_size: (width, height) inputs are resized to first; None = their own size."""
+
+    @property
+    def codings(self) -> Codings:
+        """How the run's stored values map to [-1, 1] (a reference .pth: 8-bit images)."""
+        return self.cfg.codings or Codings()
+
+    def sized(self, image: np.ndarray, coding: Coding) -> np.ndarray:
+        """`image` at --test_size, or as it is."""
+        return resize_array(image, self.size, coding) if self.size else image
 
     @torch.no_grad()
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """PIL input (already at test size) -> uint8 output image."""
-        inputs = to_unit_range(torch.from_numpy(to_chw(image))[None]).to(self.device)
-        return to_image(generate(self.net, inputs, self.cfg.noise_nc)[0])
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) input in the input's stored dtype, any size -> output in the output's dtype, same size."""
+        codings = self.codings
+        inputs = self._tensor(image, codings.input)
+        multiple = size_multiple(self.cfg.netG)
+        output = run_padded(lambda x: generate(self.net, x, self.cfg.noise_nc), inputs, multiple)
+        return codings.output.decode(output[0])
 
     @torch.no_grad()
-    def cycle(self, image: Image.Image, backward: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """CycleGAN: (translated, reconstructed) uint8 images of a PIL input of the input domain (of the
-        output domain with `backward`)."""
+    def cycle(self, image: np.ndarray, backward: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """CycleGAN: (translated, reconstructed) of an input-domain image (output-domain with `backward`)."""
         first, second = (self.back, self.net) if backward else (self.net, self.back)
-        inputs = to_unit_range(torch.from_numpy(to_chw(image))[None]).to(self.device)
-        fake = first(inputs)
-        return to_image(fake[0]), to_image(second(fake)[0])
+        codings = self.codings.swapped() if backward else self.codings
+        multiple = size_multiple(self.cfg.netG)
+        fake = run_padded(first, self._tensor(image, codings.input), multiple)
+        return codings.output.decode(fake[0]), codings.input.decode(run_padded(second, fake, multiple)[0])
+
+    def _tensor(self, image: np.ndarray, coding: Coding) -> torch.Tensor:
+        return coding.encode(to_tensor(image)[None].to(self.device))
+
+
+def run_padded(net, inputs: torch.Tensor, multiple: int) -> torch.Tensor:
+    """net(inputs) for any (H, W): pad right and bottom (reflect, or replicate where the pad exceeds the image)
+    up to multiples of `multiple`, run, crop back to (H, W)."""
+    height, width = inputs.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode=mode)
+    return net(inputs)[..., :height, :width]
 
 
 def find_checkpoint(source: str, runs_dir: Path, which: str) -> tuple[Path, RunDir | None]:
@@ -137,29 +172,58 @@ def _cycle_generators(checkpoint: Path, trained: str, cfg: TrainConfig) -> tuple
         checkpoints.load_generator(path, net, name)
         nets.append(net)
     if names[0] == "G_B":
-        cfg = cfg.model_copy(update={"input_nc": cfg.output_nc, "output_nc": cfg.input_nc})
+        codings = cfg.codings.swapped() if cfg.codings else None
+        cfg = cfg.model_copy(update={"input_nc": cfg.output_nc, "output_nc": cfg.input_nc, "codings": codings})
     return nets[0], nets[1], cfg
 
 
 def image_metrics(output: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
-    """L1 (in [0, 1] units), PSNR (dB, capped) and SSIM of two uint8 images of the same shape."""
+    """L1 (in [0, 1] units), PSNR (dB, capped) and SSIM of two uint8 (H, W, C) images of the same shape."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     diff = output.astype(np.float64) - target.astype(np.float64)
     psnr = PSNR_CAP if not diff.any() else min(PSNR_CAP, peak_signal_noise_ratio(target, output, data_range=255))
     ssim = None
     if min(output.shape[:2]) >= 11:  # the Gaussian window is 11x11
-        channel_axis = -1 if output.ndim == 3 else None
         ssim = structural_similarity(
             target,
             output,
             data_range=255,
-            channel_axis=channel_axis,
+            channel_axis=-1,
             gaussian_weights=True,
             sigma=1.5,
             use_sample_covariance=False,
         )
     return {"l1": float(np.abs(diff).mean() / 255), "psnr": float(psnr), "ssim": None if ssim is None else float(ssim)}
+
+
+def unit_metrics(output: np.ndarray, target: np.ndarray, coding: Coding, valid: np.ndarray) -> dict:
+    """Errors in the data's units over the `valid` pixels: MAE and RMSE; for depth also abs-rel and the share of
+    pixels with max(pred/true, true/pred) < 1.25 (delta1)."""
+    out, tgt = (a.astype(np.float64)[valid] / coding.per_unit for a in (output, target))
+    if not tgt.size:
+        return {"mae": None, "rmse": None, "valid_pixels": 0}
+    diff = out - tgt
+    row = {"mae": float(np.abs(diff).mean()), "rmse": float(np.sqrt((diff**2).mean())), "valid_pixels": int(tgt.size)}
+    if coding.invalid_zero:
+        ratio = np.maximum(out, 1e-6) / tgt
+        row |= {
+            "abs_rel": float((np.abs(diff) / tgt).mean()),
+            "delta1": float((np.maximum(ratio, 1 / ratio) < 1.25).mean()),
+        }
+    return row
+
+
+def score(output: np.ndarray, target: np.ndarray, coding: Coding, mask: Path | None) -> dict:
+    """The metrics of one output: 8-bit image metrics, or errors in units over the valid pixels."""
+    if coding.dtype == "uint8":
+        return image_metrics(output, target)
+    valid = np.ones(target.shape, bool)
+    if coding.invalid_zero:
+        valid &= target > 0
+    if mask is not None and mask.is_file():
+        valid &= read_array(mask)[:, :, :1] > 0
+    return unit_metrics(output, target, coding, valid)
 
 
 def run_test(
@@ -175,30 +239,36 @@ def run_test(
     if gen.back is not None:
         return run_cycle_test(gen, dataroot, phase, results, num_test, seed, progress)
     files = find_pairs(dataroot, phase, num_test)
+    codings, direction = gen.codings, gen.cfg.direction
+    masks = Path(dataroot) / phase / VALID_DIR if direction == "AtoB" else None
     torch.manual_seed(seed)
-    rows = []
+    rows, suffixes = [], {}
     task = progress.add_task(f"test {phase}", total=len(files), rate="") if progress else None
     for i, key in enumerate(files.keys):
-        pair = read_pair(files, i, gen.cfg.direction, gen.cfg.input_nc, gen.cfg.output_nc)
-        inp, tgt = (resize_for_test(img, gen.cfg) for img in pair)
-        output, target = gen(inp), np.array(tgt)
-        save_png(results / "images" / f"{key}_real_A.png", np.array(inp))
-        save_png(results / "images" / f"{key}_fake_B.png", output)
-        save_png(results / "images" / f"{key}_real_B.png", target)
-        rows.append({"key": key, **image_metrics(output, target)})
+        inp, tgt = read_pair(files, i, direction, gen.cfg.input_nc, gen.cfg.output_nc)
+        check_dtype(inp, codings.input, files.a[i])
+        check_dtype(tgt, codings.output, files.b[i])
+        inp, tgt = gen.sized(inp, codings.input), gen.sized(tgt, codings.output)
+        output = gen(inp)
+        for suffix, array in (("real_A", inp), ("fake_B", output), ("real_B", tgt)):
+            suffixes[suffix] = write_array(results / "images" / f"{key}_{suffix}.png", array).suffix
+        mask = masks / f"{key}.png" if masks and not gen.size else None
+        rows.append({"key": key, **score(output, tgt, codings.output, mask)})
         if progress:
             progress.advance(task)
+    names = [name for name in rows[0] if name not in ("key", "valid_pixels")]
     metrics = {
         "checkpoint": str(gen.checkpoint),
         "dataroot": str(dataroot),
         "phase": phase,
-        "direction": gen.cfg.direction,
+        "direction": direction,
         "count": len(rows),
-        **{name: _mean(rows, name) for name in ("l1", "psnr", "ssim")},
+        "unit": codings.output.unit or ("8-bit" if codings.output.dtype == "uint8" else "value"),
+        **{name: _mean(rows, name) for name in names},
         "images": rows,
     }
     write_atomic(results / "metrics.json", json.dumps(metrics, indent=2).encode())
-    write_atomic(results / "index.html", _index_html(metrics).encode())
+    write_atomic(results / "index.html", _index_html(metrics, names, suffixes).encode())
     return metrics
 
 
@@ -214,18 +284,21 @@ def run_cycle_test(
     """CycleGAN: A -> B -> A for every image of `<phase>A`, B -> A -> B for every image of `<phase>B`."""
     files = find_unaligned(dataroot, phase, gen.cfg.direction, num_test)
     torch.manual_seed(seed)
-    modes = {1: "L", 3: "RGB"}
+    codings = gen.codings
     sides = [
-        ("A", files.a_keys, files.a, modes[gen.cfg.input_nc], False, ("real_A", "fake_B", "rec_A")),
-        ("B", files.b_keys, files.b, modes[gen.cfg.output_nc], True, ("real_B", "fake_A", "rec_B")),
+        ("A", files.a_keys, files.a, gen.cfg.input_nc, codings.input, False, ("real_A", "fake_B", "rec_A")),
+        ("B", files.b_keys, files.b, gen.cfg.output_nc, codings.output, True, ("real_B", "fake_A", "rec_B")),
     ]
     task = progress.add_task(f"test {phase}", total=len(files.a) + len(files.b), rate="") if progress else None
     rows: dict[str, list[str]] = {"A": [], "B": []}
-    for side, keys, paths, mode, backward, suffixes in sides:
+    suffixes: dict[str, str] = {}
+    for side, keys, paths, channels, coding, backward, names in sides:
         for key, path in zip(keys, paths, strict=True):
-            image = resize_for_test(_open(path, mode), gen.cfg)
-            for suffix, array in zip(suffixes, (np.array(image), *gen.cycle(image, backward)), strict=True):
-                save_png(results / "images" / f"{key}_{suffix}.png", array)
+            image = read_image(path, channels, f"--{'in' if side == 'A' else 'out'}put_nc")
+            check_dtype(image, coding, path)
+            image = gen.sized(image, coding)
+            for name, array in zip(names, (image, *gen.cycle(image, backward)), strict=True):
+                suffixes[name] = write_array(results / "images" / f"{key}_{name}.png", array).suffix
             rows[side].append(key)
             if progress:
                 progress.advance(task)
@@ -240,23 +313,21 @@ def run_cycle_test(
         "images": [{"key": k, "domain": side} for side in ("A", "B") for k in rows[side]],
     }
     write_atomic(results / "metrics.json", json.dumps(metrics, indent=2).encode())
-    write_atomic(results / "index.html", _cycle_html(metrics, rows).encode())
+    write_atomic(results / "index.html", _cycle_html(metrics, rows, suffixes).encode())
     return metrics
 
 
-def _cycle_html(metrics: dict, rows: dict[str, list[str]]) -> str:
+def _cycle_html(metrics: dict, rows: dict[str, list[str]], suffixes: dict[str, str]) -> str:
     """Two tables: A | G_A(A) | G_B(G_A(A)), then B | G_B(B) | G_A(G_B(B))."""
     body = f"<h1>{html.escape(metrics['phase'])}: {metrics['count_A']} A and {metrics['count_B']} B images</h1>"
     body += f"<p>{html.escape(metrics['checkpoint'])} ({metrics['direction']})</p>"
-    for side, suffixes, title in (
+    for side, names, title in (
         ("A", ("real_A", "fake_B", "rec_A"), "A &rarr; B &rarr; A"),
         ("B", ("real_B", "fake_A", "rec_B"), "B &rarr; A &rarr; B"),
     ):
-        body += f"<h2>{title}</h2><table><tr><th>key</th>" + "".join(f"<th>{s}</th>" for s in suffixes) + "</tr>"
+        body += f"<h2>{title}</h2><table><tr><th>key</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
         for key in rows[side]:
-            key = html.escape(key)
-            cells = "".join(f'<td><img src="images/{key}_{s}.png"></td>' for s in suffixes)
-            body += f"<tr><td>{key}</td>{cells}</tr>"
+            body += _image_row(key, names, suffixes) + "</tr>"
         body += "</table>"
     return _page(f"{metrics['phase']} results", body)
 
@@ -264,29 +335,29 @@ def _cycle_html(metrics: dict, rows: dict[str, list[str]]) -> str:
 def translate_folder(
     gen: Generator, in_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None
 ) -> int:
-    """Translate every image in `in_dir` into `<out_dir>/<stem>.png`, resized back to the input's size."""
+    """Translate every image in `in_dir` into `<out_dir>/<stem>.png` (.tiff for what PNG cannot hold), at the
+    input's size."""
     if not in_dir.is_dir():
         raise UsageError(f"IN_DIR {in_dir}: folder not found")
     images = list_images(in_dir)
     if not images:
         raise UsageError(f"IN_DIR {in_dir}: no images")
     torch.manual_seed(seed)
-    mode = "L" if gen.cfg.input_nc == 1 else "RGB"
+    codings = gen.codings
     task = progress.add_task("translate", total=len(images), rate="") if progress else None
     for key, path in images.items():
-        with Image.open(path) as img:
-            image = img.convert(mode)
-        output = Image.fromarray(gen(resize_for_test(image, gen.cfg)))
-        if output.size != image.size:
-            output = output.resize(image.size, Image.Resampling.BICUBIC)
-        save_png(out_dir / f"{key}.png", np.array(output))
+        image = read_image(path, gen.cfg.input_nc, "--input_nc")
+        check_dtype(image, codings.input, path)
+        output = gen(gen.sized(image, codings.input))
+        height, width = image.shape[:2]
+        write_array(out_dir / f"{key}.png", resize_array(output, (width, height), codings.output))
         if progress:
             progress.advance(task)
     return len(images)
 
 
 def _mean(rows: list[dict], name: str) -> float | None:
-    values = [row[name] for row in rows if row[name] is not None]
+    values = [row[name] for row in rows if row.get(name) is not None]
     return round(float(np.mean(values)), 6) if values else None
 
 
@@ -294,21 +365,25 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _index_html(metrics: dict) -> str:
+def _index_html(metrics: dict, names: list[str], suffixes: dict[str, str]) -> str:
     """One row per image: input | output | target, with its metrics."""
+    summary = ", ".join(f"{name} {_fmt(metrics[name], 4)}" for name in names)
     head = (
         f"<h1>{html.escape(metrics['phase'])}: {metrics['count']} images</h1>"
-        f"<p>{html.escape(metrics['checkpoint'])} ({metrics['direction']}) &mdash; L1 {_fmt(metrics['l1'], 4)},"
-        f" PSNR {_fmt(metrics['psnr'], 2)} dB, SSIM {_fmt(metrics['ssim'], 4)}</p>"
+        f"<p>{html.escape(metrics['checkpoint'])} ({metrics['direction']}) &mdash; {summary} ({metrics['unit']})</p>"
     )
     rows = []
     for row in metrics["images"]:
-        key = html.escape(row["key"])
-        cells = "".join(f'<td><img src="images/{key}_{s}.png"></td>' for s in ("real_A", "fake_B", "real_B"))
-        scores = f"L1 {_fmt(row['l1'], 4)}<br>PSNR {_fmt(row['psnr'], 2)}<br>SSIM {_fmt(row['ssim'], 4)}"
-        rows.append(f"<tr><td>{key}</td>{cells}<td>{scores}</td></tr>")
+        scores = "<br>".join(f"{name} {_fmt(row.get(name), 4)}" for name in names)
+        rows.append(_image_row(row["key"], ("real_A", "fake_B", "real_B"), suffixes) + f"<td>{scores}</td></tr>")
     table = "<table><tr><th>key</th><th>input</th><th>output</th><th>target</th><th>metrics</th></tr>"
     return _page(f"{metrics['phase']} results", head + table + "".join(rows) + "</table>")
+
+
+def _image_row(key: str, names: tuple[str, ...], suffixes: dict[str, str]) -> str:
+    """`<tr>` with the key and one image per name (the closing `</tr>` is the caller's)."""
+    key = html.escape(key)
+    return f"<tr><td>{key}</td>" + "".join(f'<td><img src="images/{key}_{n}{suffixes[n]}"></td>' for n in names)
 
 
 def _page(title: str, body: str) -> str:

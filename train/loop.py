@@ -42,13 +42,14 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     if not resume and run.checkpoints.is_dir() and any(run.checkpoints.iterdir()):
         raise UsageError(f"run {run.root} already has checkpoints: use --continue, --overwrite or another --name")
     run.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(run.config, cfg.model_dump_json(indent=2).encode())
     device = resolve_device(cfg.device)
     speed = Speed.choose(cfg, device)
     torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
-    # ---- data: decode once into a uint8 cache (on the GPU when it fits), crops gathered on its device ----
+    # ---- data: decode once into a cache of the stored dtype (on the GPU when it fits), crops on its device --
     cache = (UnalignedCache if cycle else PairCache).load(files, cfg).place(device)
+    cfg = cfg.model_copy(update={"codings": cache.codings})  # what the values mean: test and translate read it
+    write_atomic(run.config, cfg.model_dump_json(indent=2).encode())
     batches = (UnalignedBatches if cycle else TrainBatches)(cache, cfg, device, speed.channels_last)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * cfg.total_epochs

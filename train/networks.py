@@ -197,11 +197,6 @@ def build_discriminator(name: str, input_nc: int, ndf: int, n_layers: int, norm:
     return NLayerDiscriminator(input_nc, ndf, 3 if name == "basic" else n_layers, norm)
 
 
-def size_multiple(net_g: str) -> int:
-    """Input sides must be multiples of this: 2^downsamplings for a U-Net, 4 for a ResNet generator."""
-    return {"unet_256": 256, "unet_128": 128}.get(net_g, 4)
-
-
 def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
     """Reference init: conv/linear weights by `init_type` (normal = N(0, gain)), biases 0, BatchNorm N(1, gain)."""
     for module in net.modules():

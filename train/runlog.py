@@ -65,9 +65,10 @@ def save_png(path: Path, image: np.ndarray) -> None:
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
-    """One image in [-1, 1], (C, H, W) -> uint8 (H, W) for 1 channel, else (H, W, 3) from the first 3 channels."""
+    """One image in [-1, 1], (C, H, W) -> a uint8 preview: (H, W) gray from the first channel when there are fewer
+    than 3, else (H, W, 3) from the first 3 channels."""
     array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return array[0] if array.shape[0] == 1 else array[:3].transpose(1, 2, 0)
+    return array[0] if array.shape[0] < 3 else array[:3].transpose(1, 2, 0)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Reading ab and split layouts, the uint8 cache, same crop/flip on both sides, epoch plans, size errors."""
+"""Reading ab and split layouts, the cache, same crop/flip on both sides, epoch plans, size errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from pairforge.errors import PairforgeError, UsageError
-from pairforge.train.data import PairCache, TrainBatches, find_pairs, load_resize, read_pair, resize_for_test
+from pairforge.train.codings import Coding
+from pairforge.train.config import make_config
+from pairforge.train.data import PairCache, TrainBatches, find_pairs, load_resize, read_pair
 from tests.train.conftest import blobs, write_ab
 
 CPU = torch.device("cpu")
@@ -40,7 +42,7 @@ def test_crop_matches_the_resized_image_and_flip_mirrors_it(ab_dataset, tiny):
     cfg = tiny(root, load_size=72, crop_size=64, netG="resnet_6blocks", batch_size=1)
     batches = batches_for(cfg, root)
     a, _ = read_pair(find_pairs(root, "train"), 0, "AtoB", 3, 3)
-    full = torch.from_numpy(np.array(load_resize(a, cfg))).permute(2, 0, 1).float() / 127.5 - 1
+    full = torch.from_numpy(load_resize(a, cfg, Coding())).permute(2, 0, 1).float() / 127.5 - 1
     for epoch in range(8):
         plan = batches.plan(epoch)
         x0, y0 = int(plan.x0[0]), int(plan.y0[0])
@@ -69,8 +71,8 @@ def test_split_layout_with_direction_and_grayscale(tmp_path, tiny):
     files = find_pairs(root, "train")
     assert files.layout == "split" and files.keys == ["k0", "k1", "k2"]
     inp, tgt = read_pair(files, 1, "BtoA", 1, 3)
-    assert inp.mode == "L" and tgt.mode == "RGB"
-    assert np.array_equal(np.array(inp), blobs(32, 1)[:, :, 0])
+    assert inp.shape == (32, 32, 1) and tgt.shape == (32, 32, 3) and inp.dtype == np.uint8
+    assert np.array_equal(inp[:, :, 0], blobs(32, 1)[:, :, 0])
     cfg = tiny(root, direction="BtoA", input_nc=1, load_size=32, crop_size=32, netG="resnet_6blocks")
     inputs, targets = batches_for(cfg, root).batch(batches_for(cfg, root).plan(0), 0)
     assert inputs.shape == (2, 1, 32, 32) and targets.shape == (2, 3, 32, 32)
@@ -98,15 +100,32 @@ def test_corrupt_image_is_a_one_line_error(tmp_path):
 def test_crop_that_does_not_fit_the_images_or_the_generator(ab_dataset, tiny):
     root = ab_dataset(train=2, size=64)
     with pytest.raises(UsageError, match=r"--crop_size 96x96: larger than loaded image"):
-        batches_for(tiny(root, preprocess="crop", crop_size=96, load_size=96), root)
-    with pytest.raises(UsageError, match="--netG unet_128 needs sides divisible by 128"):
-        batches_for(tiny(root, load_size=64, crop_size=64), root)
+        batches_for(tiny(root, netG="resnet_6blocks", preprocess="crop", crop_size=96, load_size=96), root)
+    message = (
+        r"--crop_size 300x200: --netG unet_256 needs sides divisible by 256 \(smallest valid: 256x256;"
+        r" nearest: 256x256\)"
+    )
+    with pytest.raises(UsageError, match=message):  # before any data is read
+        make_config(dataroot=root, netG="unet_256", load_size="320x240", crop_size="300x200")
+    with pytest.raises(
+        UsageError, match=r"--crop_size 62: --netG resnet_6blocks needs sides divisible by 4 .* nearest: 64x64"
+    ):
+        make_config(dataroot=root, netG="resnet_6blocks", load_size=64, crop_size=62)
+    odd = tiny(root, netG="resnet_6blocks", preprocess="scale_width", load_size=66, crop_size=64)
+    with pytest.raises(UsageError, match=r"training size 66x66 \(--preprocess scale_width\): .* nearest: 64x64"):
+        batches_for(odd, root)
 
 
-def test_scale_width_keeps_aspect_and_test_size_rounds_to_the_generator(tiny, tmp_path):
+def test_scale_width_keeps_aspect(tiny, tmp_path):
     cfg = tiny(tmp_path, preprocess="scale_width", load_size=128, crop_size=128)
-    img = Image.new("RGB", (200, 100))
-    assert load_resize(img, cfg).size == (128, 128)  # height is max(64, crop) as in the reference
-    assert load_resize(Image.new("RGB", (100, 300)), cfg).size == (128, 384)
-    assert resize_for_test(Image.new("RGB", (300, 200)), tiny(tmp_path, preprocess="none")).size == (256, 256)
-    assert resize_for_test(img, tiny(tmp_path)).size == (128, 128)
+    assert load_resize(np.zeros((100, 200, 3), np.uint8), cfg, Coding()).shape == (128, 128, 3)  # h: max(64, crop)
+    assert load_resize(np.zeros((300, 100, 3), np.uint8), cfg, Coding()).shape == (384, 128, 3)
+
+
+def test_rectangular_crops_and_scale_width_and_crop(tmp_path, tiny):
+    root = write_ab(tmp_path / "wide", "train", 3, 64)  # 64x64 halves
+    cfg = tiny(root, netG="resnet_6blocks", load_size="96x72", crop_size="64x48", batch_size=3)
+    inputs, targets = batches_for(cfg, root).batch(batches_for(cfg, root).plan(0), 0)
+    assert inputs.shape == targets.shape == (3, 3, 48, 64)  # (N, C, H, W): WxH on the command line
+    cfg = tiny(root, netG="resnet_6blocks", preprocess="scale_width_and_crop", load_size=80, crop_size="64x32")
+    assert batches_for(cfg, root).batch(batches_for(cfg, root).plan(0), 0)[0].shape == (2, 3, 32, 64)

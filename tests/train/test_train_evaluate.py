@@ -51,7 +51,7 @@ def test_outputs_page_and_metrics_on_a_known_case(tmp_path, target, l1, psnr):
     assert metrics["psnr"] == pytest.approx(psnr, abs=1e-3) and metrics["ssim"] > 0.99
     assert json.loads((results / "metrics.json").read_text())["images"][0]["key"] == "p000"
     output = np.array(Image.open(results / "images" / "p001_fake_B.png"))
-    assert output.shape == (128, 128, 3) and np.all(output == GREY)  # at the test size (crop size 128)
+    assert output.shape == (96, 96, 3) and np.all(output == GREY)  # own size: padded to 128, cropped back
     page = (results / "index.html").read_text()
     assert page.count("<tr>") == 4 and 'src="images/p002_real_A.png"' in page
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pairforge.train.config import size_multiple
 from pairforge.train.networks import (
     build_discriminator,
     build_generator,
     count_parameters,
     init_weights,
-    size_multiple,
 )
 
 # Counts of the reference pytorch-CycleGAN-and-pix2pix code (it prints them rounded: 54.414 M, 41.829 M, 11.378 M,
