@@ -162,11 +162,15 @@ def print_plan(decisions: list[Decision], name: str) -> None:
 
 
 def execute(decisions: list[Decision], folder: Path) -> None:
-    """Run the stages in order through the CLI's own entry point; a failing stage stops the run."""
+    """Run the stages in order through the CLI's own entry point; a failing stage stops the run. Once a stage has
+    run, a later stage planned as a skip is decided again: its inputs (a new checkpoint) may have changed."""
     from pairforge.cli import main
 
     console = Console(stderr=True)
+    ran = False
     for d in decisions:
+        if d.action == "skip" and ran:
+            d = decide(d.stage, folder, force=False)
         if d.action == "skip":
             console.print(f"[dim]{d.stage.name}: skipped ({d.why})[/dim]")
             continue
@@ -180,3 +184,4 @@ def execute(decisions: list[Decision], folder: Path) -> None:
         if code:
             raise PairforgeError(f"stage {d.stage.name} failed (exit {code}); fix it and run the recipe again")
         _write_record(folder, d.stage, "done", d.stage.fingerprint())
+        ran = True

@@ -50,6 +50,11 @@ def test_demo_recipe_runs_end_to_end_then_skips_everything(demo, cli, tmp_path):
     actions = {row[0]: row[1] for row in cells if row[0]}  # stage -> action; wrapped lines have no stage
     assert actions["prep"] == "skip" and actions["train"] == "rebuild"
 
+    retrained = cli(*demo, "--set", "train.lr=0.0001")  # a new checkpoint: test and report must follow it
+    assert retrained.code == 0, retrained.err
+    assert retrained.err.count("skipped (unchanged since") == 1  # prep only
+    assert json.loads((run / "results" / "test_latest" / "metrics.json").read_text()) != metrics
+
 
 def test_interrupted_training_resumes_with_continue(demo, cli, tmp_path):
     assert cli(*demo, "--until", "train").code == 0
