@@ -70,8 +70,11 @@ def parse_toml(path: Path) -> dict:
         raise UsageError(f"{path}: TOML syntax error: {exc}") from None
 
 
-def load(path: Path, variant: str | None = None, sets: list[str] = (), data_root: Path | None = None) -> Loaded:
-    """Read, apply a variant and `--set` overrides, expand paths, validate. Every problem is one UsageError."""
+def load(
+    path: Path, variant: str | None = None, sets: list[str] = (), data_root: Path | None = None, tag: str = ""
+) -> Loaded:
+    """Read, apply a variant and `--set` overrides, expand paths, validate. Every problem is one UsageError.
+    The run is named `<recipe>[_<variant>][_<tag>]` (a sweep point's tag, e.g. `lr7e-5`)."""
     raw = parse_toml(path)
     variants = raw.get("variants", {})
     if variant is not None:
@@ -88,7 +91,7 @@ def load(path: Path, variant: str | None = None, sets: list[str] = (), data_root
         where = ".".join(str(p) for p in error["loc"])
         hint = "unknown key: remove it or check its spelling" if error["type"] == "extra_forbidden" else error["msg"]
         raise UsageError(f"{path}: key {where}: {hint}") from None
-    name = (recipe.name or path.stem) + (f"_{variant}" if variant else "")
+    name = (recipe.name or path.stem) + (f"_{variant}" if variant else "") + (f"_{tag}" if tag else "")
     loaded = Loaded(path, name, _expanded(recipe, path, data_root))
     return loaded
 

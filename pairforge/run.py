@@ -31,8 +31,22 @@ class Stage:
     def fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(self.argv).encode())
         for path in self.inputs:
-            digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+            digest.update(_content(path))
         return digest.hexdigest()
+
+
+VOLATILE_MANIFEST_KEYS = ("created", "command", "tool")
+"""What a prep re-run that changed nothing may still rewrite in manifest.json: not part of the dataset."""
+
+
+def _content(path: Path) -> bytes:
+    """The bytes of an input file that matter: a dataset manifest without its volatile keys."""
+    if not path.is_file():
+        return b"<missing>"
+    if path.name != "manifest.json":
+        return path.read_bytes()
+    manifest = json.loads(path.read_text())
+    return json.dumps({k: v for k, v in manifest.items() if k not in VOLATILE_MANIFEST_KEYS}, sort_keys=True).encode()
 
 
 @dataclass

@@ -93,6 +93,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                 now = time.perf_counter()
                 rate = (step - mark_step) * cfg.batch_size / (now - mark_time)
                 record = {"step": step, "epoch": epoch + 1, "lr": cfg.lr * cfg.lr_factor(epoch + 1)}
+                if device.type == "cuda":  # what `pairforge run --pack` sizes its packing by
+                    record["gpu_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20)
                 log.write(record | {"img_per_s": round(rate, 2), "seconds": round(now - mark_time, 4)} | losses)
                 progress.update(task, rate=f"{rate:,.1f} img/s")
                 mark_time, mark_step = now, step
