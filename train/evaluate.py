@@ -286,15 +286,31 @@ def run_cycle_test(
     torch.manual_seed(seed)
     codings = gen.codings
     sides = [
-        ("A", files.a_keys, files.a, gen.cfg.input_nc, codings.input, False, ("real_A", "fake_B", "rec_A")),
-        ("B", files.b_keys, files.b, gen.cfg.output_nc, codings.output, True, ("real_B", "fake_A", "rec_B")),
+        (
+            "A",
+            files.a_keys,
+            files.a,
+            (gen.cfg.input_nc, "--input_nc"),
+            codings.input,
+            False,
+            ("real_A", "fake_B", "rec_A"),
+        ),
+        (
+            "B",
+            files.b_keys,
+            files.b,
+            (gen.cfg.output_nc, "--output_nc"),
+            codings.output,
+            True,
+            ("real_B", "fake_A", "rec_B"),
+        ),
     ]
     task = progress.add_task(f"test {phase}", total=len(files.a) + len(files.b), rate="") if progress else None
     rows: dict[str, list[str]] = {"A": [], "B": []}
     suffixes: dict[str, str] = {}
     for side, keys, paths, channels, coding, backward, names in sides:
         for key, path in zip(keys, paths, strict=True):
-            image = read_image(path, channels, f"--{'in' if side == 'A' else 'out'}put_nc")
+            image = read_image(path, *channels)
             check_dtype(image, coding, path)
             image = gen.sized(image, coding)
             for name, array in zip(names, (image, *gen.cycle(image, backward)), strict=True):
