@@ -99,5 +99,5 @@ def test_missing_labels_and_bad_model_files_are_one_line_errors(seg_files, sampl
     bad.write_bytes(b"not a model")
     with pytest.raises(PairforgeError, match="not a TorchScript file"):
         load_segmenter(bad, CPU)
-    with pytest.raises(UsageError, match="expected a TorchScript .pt or an ONNX .onnx"):
+    with pytest.raises(UsageError, match=r"expected a TorchScript \.pt or an ONNX \.onnx"):
         load_segmenter(tmp_path / "model.pth", CPU)

@@ -50,7 +50,7 @@ def test_weight_file_errors(folders, tmp_path):
     files = list(list_images(fake).values())
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"junk")
-    with pytest.raises(PairforgeError, match="--inception-weights .*bad.pth: cannot read"):
+    with pytest.raises(PairforgeError, match=r"--inception-weights .*bad\.pth: cannot read"):
         fidelity(files, files, ["fid"], bad, CPU)
     with pytest.raises(UsageError, match="needs real images"):
         fidelity(files, None, ["fid"], bad, CPU)

@@ -46,7 +46,9 @@ def cityscapes_lut() -> np.ndarray:
     try:
         from cityscapesscripts.helpers.labels import labels
     except ImportError:
-        raise UsageError("--seg-classes cityscapes19 needs cityscapesscripts: pip install 'pairforge[cityscapes]'")
+        raise UsageError(
+            "--seg-classes cityscapes19 needs cityscapesscripts: pip install 'pairforge[cityscapes]'"
+        ) from None
     table = np.full(256, IGNORE, np.uint8)
     for label in labels:
         if 0 <= label.id < 256 and 0 <= label.trainId < IGNORE:
