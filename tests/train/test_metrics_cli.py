@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pairforge.recipes import RECIPES_DIR, load
+from pairforge.run import build_stages
 from pairforge.train.metrics.fcn import cityscapes_lut
 from tests.prep.test_cityscapes import make_frame
 from tests.train.segnets import export_seg, photo, save_png
@@ -85,3 +87,13 @@ def test_folders_and_one_line_errors(tmp_path, cli, seg):
         result = cli("eval", "--fake", tmp_path / "fake", "--real", tmp_path / "real", "--device", "cpu", *args)
         assert result.code == 2 and message in result.err and "Traceback" not in result.err, (args, result.err)
     assert "no such run folder" in cli("eval", tmp_path / "nothing").err
+
+
+def test_cityscapes_recipe_runs_the_fcn_score_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw" / "cityscapes").mkdir(parents=True)
+    loaded = load(RECIPES_DIR / "cityscapes.toml", "l1", data_root=tmp_path / "raw")
+    stage = next(s for s in build_stages(loaded) if s.name == "eval")
+    model = str(tmp_path / "raw" / "models" / "fcn8s_cityscapes.onnx")
+    assert stage.argv == ["eval", "runs/cityscapes_l1", "--metrics", "pixel,fcn", "--seg-model", model,
+                          "--eval-size", "native"]  # fmt: skip
