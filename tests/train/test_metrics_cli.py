@@ -54,6 +54,10 @@ def test_run_fcn_score_pixel_metrics_and_compare(tmp_path, cli, seg):
     assert 0 <= metrics["fcn_class_iou"] <= metrics["fcn_class_acc"] <= 1
     assert len(metrics["fcn"]["per_class"]) == 19 and metrics["fcn"]["per_class"][0]["class"] == "road"
 
+    assert cli("report", run).code == 0
+    report = (run / "report.html").read_text()
+    assert f"fcn_pixel_acc {metrics['fcn_pixel_acc']:.4g}" in report  # the report lists results/eval
+
     real = cli("eval", run, "--metrics", "fcn", "--seg-model", seg, "--fcn-real", "--workers", "0", "--device", "cpu",
                "--out", tmp_path / "real.json", "-q")  # fmt: skip
     assert real.code == 0, real.err

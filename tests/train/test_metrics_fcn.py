@@ -101,3 +101,12 @@ def test_missing_labels_and_bad_model_files_are_one_line_errors(seg_files, sampl
         load_segmenter(bad, CPU)
     with pytest.raises(UsageError, match=r"expected a TorchScript \.pt or an ONNX \.onnx"):
         load_segmenter(tmp_path / "model.pth", CPU)
+
+
+def test_a_corrupt_image_read_in_a_worker_is_one_line(seg_files, samples, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    seg = load_segmenter(seg_files[0], CPU)
+    with pytest.raises(PairforgeError) as info:
+        fcn_score([Sample("b", bad, None, samples[0].label)], seg, FcnProtocol(None), CPU, workers=1)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{bad}: cannot read image")

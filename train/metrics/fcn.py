@@ -169,8 +169,13 @@ def batches(samples: list[Sample], protocol: FcnProtocol, batch_size: int, worke
     loader = DataLoader(
         FcnDataset(samples, protocol), batch_size=batch_size, num_workers=workers, collate_fn=_same_size
     )
-    for groups in loader:
-        yield from groups
+    try:
+        for groups in loader:
+            yield from groups
+    except PairforgeError as exc:  # from a worker: keep the original one-line message, not the worker traceback
+        raise PairforgeError(
+            str(exc).strip().splitlines()[-1].removeprefix("pairforge.errors.PairforgeError: ")
+        ) from None
 
 
 def fcn_score(
@@ -192,6 +197,9 @@ def fcn_score(
             f"FCN-score: no gtFine labelIds for {unlabeled[0]!r} ({len(unlabeled)} of {len(samples)} images);"
             " a run needs a dataset made by `pairforge prep cityscapes`, folders need --labels DIR"
         )
+    missing = [s.label for s in samples if not s.label.is_file()]
+    if missing:
+        raise UsageError(f"{missing[0]}: label file not found ({len(missing)} of {len(samples)} missing)")
     names = class_names(protocol.classes)
     confusion = Confusion(len(names), device)
     task = progress.add_task("fcn-score", total=len(samples), rate="") if progress else None
