@@ -205,8 +205,14 @@ def fcn_score(
     task = progress.add_task("fcn-score", total=len(samples), rate="") if progress else None
     for images, labels in batches(samples, protocol, batch_size, workers):
         x = normalise(images.to(device, non_blocking=True), protocol)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            pred = predict(seg, x, tile, halo)
+        try:
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                pred = predict(seg, x, tile, halo)
+        except torch.OutOfMemoryError:
+            raise PairforgeError(
+                f"out of GPU memory segmenting {x.shape[0]} x {x.shape[2]}x{x.shape[3]}: lower --batch-size or give"
+                " --seg-tile N with --seg-halo covering the network's receptive field"
+            ) from None
         confusion.update(pred, labels.to(device, non_blocking=True))
         if progress:
             progress.advance(task, images.shape[0])
