@@ -89,6 +89,8 @@ def test_tiles_with_a_halo_give_the_whole_image_result(seg_files):
     whole = predict(seg, x)
     assert torch.equal(predict(seg, x, tile=16, halo=2), whole)  # two 3x3 convs: 2 pixels of context suffice
     assert not torch.equal(predict(seg, x, tile=8, halo=0), whole)
+    with pytest.raises(PairforgeError, match=r"expected N x 34 x 45 x 70 scores, got \(2, 19, 45, 70\)"):
+        predict(seg, x, classes=34)
 
 
 def test_missing_labels_and_bad_model_files_are_one_line_errors(seg_files, samples, tmp_path):

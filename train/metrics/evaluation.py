@@ -4,7 +4,7 @@ and the library versions, as written to metrics.json."""
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +41,6 @@ class EvalOptions:
     batch_size: int = 8
     workers: int = 0
     bf16: bool = False
-    weights: dict = field(default_factory=dict)
 
 
 def evaluate(inputs: EvalInputs, options: EvalOptions, progress: Progress | None = None) -> dict:

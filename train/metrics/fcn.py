@@ -37,7 +37,6 @@ FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-CLASS_SETS = ("cityscapes19",)
 
 
 @cache
@@ -141,26 +140,29 @@ def normalise(images: torch.Tensor, protocol: FcnProtocol) -> torch.Tensor:
     return (x - mean) / std
 
 
-def predict(seg: Segmenter, x: torch.Tensor, tile: int | None = None, halo: int = 0) -> torch.Tensor:
-    """Per-pixel argmax class (N x H x W) of the segmenter's scores, whole or in tiles with `halo` context."""
+def predict(
+    seg: Segmenter, x: torch.Tensor, tile: int | None = None, halo: int = 0, classes: int | None = None
+) -> torch.Tensor:
+    """Per-pixel argmax class (N x H x W) of the segmenter's scores (`classes` of them, when given), whole or in
+    tiles with `halo` context."""
     height, width = x.shape[2:]
     if not tile or (tile >= height and tile >= width):
-        return _argmax(seg(x), x)
+        return _argmax(seg(x), x, classes)
     pred = torch.empty(x.shape[0], height, width, dtype=torch.long, device=x.device)
     for y0 in range(0, height, tile):
         for x0 in range(0, width, tile):
             y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
             ya, xa = max(0, y0 - halo), max(0, x0 - halo)
             window = x[:, :, ya : min(height, y1 + halo), xa : min(width, x1 + halo)]
-            pred[:, y0:y1, x0:x1] = _argmax(seg(window), window)[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+            pred[:, y0:y1, x0:x1] = _argmax(seg(window), window, classes)[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return pred
 
 
-def _argmax(scores_: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if scores_.dim() != 4 or scores_.shape[2:] != x.shape[2:]:
-        raise PairforgeError(
-            f"--seg-model: expected N x classes x {x.shape[2]} x {x.shape[3]} scores, got {tuple(scores_.shape)}"
-        )
+def _argmax(scores_: torch.Tensor, x: torch.Tensor, classes: int | None) -> torch.Tensor:
+    wrong_classes = classes is not None and scores_.dim() == 4 and scores_.shape[1] != classes
+    if scores_.dim() != 4 or scores_.shape[2:] != x.shape[2:] or wrong_classes:
+        expected = f"N x {classes or 'classes'} x {x.shape[2]} x {x.shape[3]}"
+        raise PairforgeError(f"--seg-model: expected {expected} scores, got {tuple(scores_.shape)}")
     return scores_.argmax(1)
 
 
@@ -207,7 +209,7 @@ def fcn_score(
         x = normalise(images.to(device, non_blocking=True), protocol)
         try:
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                pred = predict(seg, x, tile, halo)
+                pred = predict(seg, x, tile, halo, len(names))
         except torch.OutOfMemoryError:
             raise PairforgeError(
                 f"out of GPU memory segmenting {x.shape[0]} x {x.shape[2]}x{x.shape[3]}: lower --batch-size or give"
