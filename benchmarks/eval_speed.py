@@ -99,7 +99,7 @@ def measure(kind: str, root: Path, n: int, size: str, device_name: str, bf16: bo
     width, height = NATIVE if size == "native" else (int(size), int(size))
     x = torch.randn(1, 3, height, width, device=device)
     with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        for _ in range(2):  # warm-up: TorchScript's profiling runs, cuDNN algorithm choice
+        for _ in range(3 if device.type == "cuda" else 1):  # warm-up: TorchScript's profiling runs, cuDNN choice
             seg(x)
     del x
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
