@@ -41,11 +41,13 @@ def from_run(run: Path, results: str | None = None) -> EvalInputs:
     test = json.loads((folder / "metrics.json").read_text())
     if "l1" not in test:
         raise UsageError(f"{folder}: not a paired (pix2pix) test result; use --fake DIR --real DIR")
-    images = folder / "images"
+    files = {p.stem: p for p in (folder / "images").iterdir()}  # by stem: test may write .png, .tif or .npy
     samples = []
     for row in test["images"]:
         key = row["key"]
-        samples.append(Sample(key, images / f"{key}_fake_B.png", images / f"{key}_real_B.png"))
+        if f"{key}_fake_B" not in files or f"{key}_real_B" not in files:
+            raise UsageError(f"{folder}/images: no {key}_fake_B / {key}_real_B image; run `pairforge test` again")
+        samples.append(Sample(key, files[f"{key}_fake_B"], files[f"{key}_real_B"]))
     labels = _manifest_labels(Path(test["dataroot"])) if test.get("dataroot") else {}
     samples = [Sample(s.key, s.fake, s.real, labels.get(s.key)) for s in samples]
     source = {"run": str(run), "results": str(folder), "dataroot": test.get("dataroot"), "phase": test.get("phase")}
