@@ -45,6 +45,9 @@ def _register() -> None:
     from pairforge.train import cli as train_cli
 
     train_cli.register(app)
+    from pairforge.train.metrics import cli as eval_cli
+
+    eval_cli.register(app)
 
 
 _register()

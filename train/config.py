@@ -140,6 +140,12 @@ class TrainConfig(BaseModel):
         0.5, "Loss", "cycle_gan: identity loss weight, relative to lambda_A/B (0 = no identity terms).", ge=0
     )
     pool_size: int = _opt(50, "Loss", "cycle_gan: fakes kept per discriminator (0 = no pool).", ge=0)
+    lambda_perceptual: float = _opt(
+        0.0, "Loss", "pix2pix: weight of a VGG perceptual loss (L1 of features) between output and target.", ge=0
+    )
+    vgg_weights: Path | None = _opt(
+        None, "Loss", "torchvision vgg16/vgg19 ImageNet weights (.pth or .safetensors) for --lambda_perceptual."
+    )
     # optimization
     optimizer: Literal["adam", "sgd"] = _opt("adam", "Optimizer", "Optimizer of G and D.")
     lr: float = _opt(0.0002, "Optimizer", "Initial learning rate.", gt=0)
@@ -192,9 +198,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"--crop_size {_size_text(self.crop_size)}: {problem}")
         if self.no_gan and self.lambda_L1 == 0:
             raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
+        if self.lambda_perceptual > 0 and self.vgg_weights is None:
+            raise ValueError("--lambda_perceptual needs --vgg_weights PATH (torchvision's vgg16-397923af.pth)")
         if self.model == "cycle_gan":
-            if self.no_gan or self.noise_nc:
-                raise ValueError("--no_gan and --noise_nc are pix2pix options, not for --model cycle_gan")
+            if self.no_gan or self.noise_nc or self.lambda_perceptual:
+                raise ValueError(
+                    "--no_gan, --noise_nc and --lambda_perceptual are pix2pix options, not for --model cycle_gan"
+                )
             if self.lambda_identity > 0 and self.input_nc != self.output_nc:
                 raise ValueError("--lambda_identity needs --input_nc equal to --output_nc (use --lambda_identity 0)")
         return self

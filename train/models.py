@@ -19,7 +19,7 @@ from torch import nn
 
 from pairforge.train.config import TrainConfig
 from pairforge.train.fast import Speed
-from pairforge.train.losses import GANLoss, gradient_penalty, reconstruction_loss
+from pairforge.train.losses import GANLoss, PerceptualLoss, gradient_penalty, reconstruction_loss
 from pairforge.train.networks import build_discriminator, build_generator, init_weights
 
 
@@ -104,8 +104,9 @@ class Pix2PixModel:
         }
         self.gan_loss = GANLoss(cfg.gan_mode)
         self.recon_loss = reconstruction_loss(cfg.recon_loss)
-        recon_name = "G_L1" if cfg.recon_loss == "l1" else "G_L2"
-        self.loss_names = (recon_name,) if cfg.no_gan else ("G_GAN", recon_name, "D_real", "D_fake")
+        self.perceptual = PerceptualLoss(cfg.vgg_weights).to(device) if cfg.lambda_perceptual > 0 else None
+        g_names = ("G_L1" if cfg.recon_loss == "l1" else "G_L2",) + ("G_perceptual",) * (self.perceptual is not None)
+        self.loss_names = g_names if cfg.no_gan else ("G_GAN", *g_names, "D_real", "D_fake")
 
     @property
     def networks(self) -> dict[str, nn.Module]:
@@ -159,9 +160,11 @@ class Pix2PixModel:
         with self._autocast():
             loss_recon = self.recon_loss(outputs.float(), targets) * self.cfg.lambda_L1
             losses = [loss_recon]
+            if self.perceptual is not None:
+                losses.append(self.perceptual(outputs.float(), targets) * self.cfg.lambda_perceptual)
             if self.net_D is not None:
                 loss_gan = self.gan_loss(self.net_D(self._d_input(inputs, outputs)), real=True, for_discriminator=False)
-                losses = [loss_gan, loss_recon]
+                losses = [loss_gan, *losses]
         sum(losses).backward()
         optimizer.step()
         return losses

@@ -1,0 +1,1 @@
+"""`pairforge eval`: FCN-score, FID/KID/IS, LPIPS and pixel metrics of a run's test outputs or of two folders."""
