@@ -12,11 +12,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 from pairforge.errors import UsageError
-from pairforge.parsing import parse_size
+from pairforge.parsing import parse_choices, parse_size
 
 GeneratorName = Literal["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel", "multiscale"]
 NormName = Literal["batch", "instance", "none"]
+LOGGERS = ("tensorboard", "wandb")
 
 
 def _to_size(value: Any) -> tuple[int, int]:
@@ -115,6 +116,9 @@ class TrainConfig(BaseModel):
     display_freq: int = _opt(400, "Run", "Steps between sample grids in samples/.", gt=0)
     save_latest_freq: int = _opt(5000, "Run", "Steps between checkpoints/latest.safetensors.", gt=0)
     save_epoch_freq: int = _opt(5, "Run", "Epochs between checkpoints/epoch_NNN.safetensors.", gt=0)
+    logger: str = _opt(
+        "", "Run", "Also log to tensorboard and/or wandb, comma-separated (<run>/tensorboard/, <run>/wandb/)."
+    )
     # speed
     device: str = _opt("auto", "Speed", "auto, cpu, cuda or cuda:N.")
     fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
@@ -144,6 +148,11 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"--crop_size {_size_text(self.crop_size)} is larger than --load_size {_size_text(self.load_size)}"
             )
+        if self.logger:
+            try:
+                self.logger = ",".join(parse_choices(self.logger, "--logger", LOGGERS))
+            except UsageError as exc:
+                raise ValueError(str(exc).partition(": ")[2]) from None
         if self.no_gan and self.lambda_L1 == 0:
             raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
         if self.model == "cycle_gan":

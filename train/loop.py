@@ -20,6 +20,7 @@ from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig
 from pairforge.train.data import PairCache, TrainBatches, UnalignedBatches, UnalignedCache, find_pairs, find_unaligned
 from pairforge.train.fast import Speed, build_step, resolve_device
+from pairforge.train.loggers import Loggers
 from pairforge.train.models import build_model
 from pairforge.train.runlog import JsonlLog, LossMeter, RunDir, non_finite, progress_bar, save_grid, write_atomic
 
@@ -69,7 +70,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     last_good = latest if resume else None
     losses: dict[str, float] = {}
     started, mark_time, mark_step, first_step = time.perf_counter(), time.perf_counter(), step, step
-    with JsonlLog(run.log) as log, progress_bar(quiet) as progress:
+    loggers = Loggers(cfg.logger.split(",") if cfg.logger else [], cfg, run.root)
+    with JsonlLog(run.log) as log, loggers, progress_bar(quiet) as progress:
         event = {"event": "resume" if resume else "start", "step": step, "mode": speed.describe()}
         log.write(event | {"device": str(device), "command": command_line()})
         task = progress.add_task(cfg.name, total=stop_at, completed=step, rate="")
@@ -93,6 +95,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                 rate = (step - mark_step) * cfg.batch_size / (now - mark_time)
                 record = {"step": step, "epoch": epoch + 1, "lr": cfg.lr * cfg.lr_factor(epoch + 1)}
                 log.write(record | {"img_per_s": round(rate, 2), "seconds": round(now - mark_time, 4)} | losses)
+                loggers.scalars(
+                    step, {"lr": record["lr"], "img_per_s": rate} | {f"loss/{k}": v for k, v in losses.items()}
+                )
                 progress.update(task, rate=f"{rate:,.1f} img/s")
                 mark_time, mark_step = now, step
                 bad = non_finite(losses)
@@ -103,7 +108,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                         f" {last_good or 'none yet'} (try a lower --lr or check the data)"
                     )
             if step % cfg.display_freq == 0:  # cycle_gan: real A | fake B | real B
-                save_grid(run.samples / f"step_{step:07d}.png", [inputs, outputs, targets])
+                grid = save_grid(run.samples / f"step_{step:07d}.png", [inputs, outputs, targets])
+                loggers.image(step, grid)
             if save_epoch:
                 checkpoints.save(run.checkpoint(epoch + 1), model, step)
                 checkpoints.link(run.checkpoint(epoch + 1), latest)
