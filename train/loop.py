@@ -23,15 +23,19 @@ from pairforge.train.fast import Speed, build_step, resolve_device
 from pairforge.train.loggers import Loggers
 from pairforge.train.models import build_model
 from pairforge.train.runlog import JsonlLog, LossMeter, RunDir, non_finite, progress_bar, save_grid, write_atomic
+from pairforge.train.streaming import ShardStream, StreamBatches, find_shards, shard_urls
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
     """Train pix2pix or CycleGAN as `cfg` says (resuming from the run's latest checkpoint if `resume`);
     returns a summary."""
     # ---- run folder ------------------------------------------------------------------------------------
-    cycle = cfg.model == "cycle_gan"  # unaligned <phase>A, <phase>B; else paired ab/split
+    cycle = cfg.model == "cycle_gan"  # unaligned <phase>A, <phase>B; else paired ab/split, or webdataset shards
+    stream = not cycle and shard_urls(cfg.dataroot, cfg.phase) is not None
     if cycle:  # a wrong --dataroot fails before any write
         files = find_unaligned(cfg.dataroot, cfg.phase, cfg.direction, cfg.max_dataset_size)
+    elif stream:
+        files = find_shards(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     else:
         files = find_pairs(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     run = RunDir(cfg.runs_dir / cfg.name)
@@ -49,8 +53,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
     # ---- data: decode once into a uint8 cache (on the GPU when it fits), crops gathered on its device ----
-    cache = (UnalignedCache if cycle else PairCache).load(files, cfg).place(device)
-    batches = (UnalignedBatches if cycle else TrainBatches)(cache, cfg, device, speed.channels_last)
+    source, batcher = (UnalignedCache, UnalignedBatches) if cycle else (PairCache, TrainBatches)
+    if stream:  # webdataset shards: read each epoch, nothing cached (streaming.py)
+        source, batcher = ShardStream, StreamBatches
+    cache = source.load(files, cfg).place(device)
+    batches = batcher(cache, cfg, device, speed.channels_last)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * cfg.total_epochs
     stop_at = min(total_steps, cfg.max_steps or total_steps)
