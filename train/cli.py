@@ -36,6 +36,8 @@ TRAIN_HELP = (
     "  pairforge train --name facades_pix2pix --continue\n\n"
     "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000\n\n"
     "  pairforge train --model cycle_gan --dataroot datasets/horse2zebra  (unaligned trainA/, trainB/)\n\n"
+    "  pairforge train --dataroot datasets/facades --logger tensorboard,wandb\n\n"
+    "  pairforge train --dataroot 'shards/train-{000000..000031}.tar' --name big  (webdataset, streamed)\n\n"
     "--model cycle_gan trains CycleGAN on the unaligned layout; where not given, it uses resnet_9blocks, instance"
     " norm, no dropout and lsgan (the CycleGAN paper's defaults)."
 )

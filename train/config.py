@@ -53,7 +53,10 @@ class TrainConfig(BaseModel):
 
     # data
     dataroot: Path | None = _opt(
-        None, "Data", "Dataset root: <phase>/ (ab), <phase>/A + <phase>/B (split), <phase>A + <phase>B (cycle_gan)."
+        None,
+        "Data",
+        "Dataset root: <phase>/ (ab), <phase>/A + <phase>/B (split), <phase>A + <phase>B (cycle_gan), or webdataset"
+        " shards, streamed: a folder of <phase>-NNNNNN.tar or a URL pattern 'dir/train-{000000..000009}.tar'.",
     )
     phase: str = _opt("train", "Data", "Split folder to train on.")
     direction: Literal["AtoB", "BtoA"] = _opt("AtoB", "Data", "AtoB translates A (left half) into B.")
