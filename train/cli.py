@@ -376,8 +376,10 @@ def runs(
     for column in ("run", "dataset", "model", "steps", "epoch", "status", "best", "updated"):
         table.add_column(column, justify="right" if column == "steps" else "left")
     for run in found:
-        cells = {**run, "steps": str(run["steps"]), "best": best_text(run["best"])}
-        table.add_row(*(cells[c] for c in ("run", "dataset", "model", "steps", "epoch", "status", "best", "updated")))
+        cells = {**run, "steps": str(run.get("steps", "")), "best": best_text(run["best"])}
+        table.add_row(
+            *(cells.get(c, "") for c in ("run", "dataset", "model", "steps", "epoch", "status", "best", "updated"))
+        )
     Console().print(table)
 
 

@@ -52,7 +52,10 @@ def _best(run: RunDir) -> dict[str, dict]:
 def describe(root: Path) -> dict:
     """One run's dataset, model, progress, status and best metrics."""
     run = RunDir(root)
-    cfg = json.loads(run.config.read_text())
+    try:
+        cfg = json.loads(run.config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"run": root.name, "status": f"unreadable config.json ({exc})", "best": {}}
     records = _records(run.log)
     steps = [r for r in records if "step" in r and "event" not in r]
     last = steps[-1] if steps else {}

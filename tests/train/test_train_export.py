@@ -143,7 +143,10 @@ def test_runs_lists_status_and_best_metrics(tmp_path):
     make("b", [start, {"step": 3, "epoch": 1}, {"event": "nonfinite", "step": 3}], {})
     make("c", [start, {"step": 2, "epoch": 1}], {})
     (tmp_path / "not_a_run").mkdir()
-    a, b, c = list_runs(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text("{")
+    a, b, c, d = list_runs(tmp_path)
+    assert d["status"].startswith("unreadable config.json")
     assert [r["status"] for r in (a, b, c)] == ["done", "failed: non-finite loss", "running or interrupted"]
     assert (a["dataset"], a["model"], a["steps"], a["epoch"]) == ("facades", "pix2pix unet_256", 5, "1/1")
     assert a["best"] == {

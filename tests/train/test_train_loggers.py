@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from pairforge.errors import UsageError
 from pairforge.train.loggers import Loggers
@@ -40,6 +41,9 @@ def test_tensorboard_events_hold_the_logged_scalars_and_sample_grids(ab_dataset,
     decoded = np.array(Image.open(io.BytesIO(images[-1].encoded_image_string)))
     assert np.array_equal(decoded, np.array(Image.open(run / "samples" / "step_0000004.png")))
     assert (images[-1].width, images[-1].height) == (3 * 64, 2 * 64)  # input | output | target, batch of 2
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["netG"].string_value == "resnet_6blocks" and hparams["lambda_L1"].number_value == 100
 
 
 def test_logger_names_are_checked(tiny, tmp_path):

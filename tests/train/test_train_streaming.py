@@ -65,6 +65,8 @@ def test_shuffled_stream_covers_every_pair_once_per_epoch(tmp_path, combined, ti
     assert shard_urls(shards_only, "train") == [str(p) for p in sorted(shards_only.glob("train-*.tar"))]
     files = find_shards(shards_only, "train")
     assert files.keys == [f"p{i}" for i in range(7)]
+    first3 = ShardStream.load(find_shards(shards_only, "train", max_size=3), cfg)  # --max_dataset_size 3
+    assert sorted(s["__key__"] for s in first3.samples(0)) == ["p0", "p1", "p2"]
     batches = StreamBatches(ShardStream.load(files, cfg), cfg, CPU)
     orders = []
     for epoch in (0, 1):
