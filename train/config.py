@@ -185,8 +185,9 @@ in Python a key absent from the values; on the command line a flag not typed (th
 
 
 def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:
-    """`datasets/facades` -> `facades_pix2pix`."""
-    return f"{Path(dataroot).resolve().name}_{model}"
+    """`datasets/facades` -> `facades_pix2pix`; shards `datasets/facades/train-{000000..000009}.tar` -> the same."""
+    path = Path(dataroot)
+    return f"{(path.parent if path.suffix == '.tar' else path).resolve().name}_{model}"
 
 
 def usage_error(error: ValidationError) -> UsageError:

@@ -80,18 +80,30 @@ class WandbLogger:
 FACTORIES = {"tensorboard": TensorBoardLogger, "wandb": WandbLogger}
 
 
+def _warn(name: str, exc: Exception) -> None:
+    print(f"warning: --logger {name} failed ({type(exc).__name__}: {exc}); it is off", file=sys.stderr)
+
+
 class Loggers:
     """Every logger of `--logger`, called together; one that raises warns once and is dropped."""
 
     def __init__(self, names: list[str], cfg: TrainConfig, run_root: Path) -> None:
-        self.active = {name: FACTORIES[name](cfg, run_root) for name in names}
+        """Start each logger; one that is not installed is a UsageError, one that fails to start warns."""
+        self.active = {}
+        for name in names:
+            try:
+                self.active[name] = FACTORIES[name](cfg, run_root)
+            except UsageError:
+                raise
+            except Exception as exc:
+                _warn(name, exc)
 
     def _each(self, method: str, *args: object) -> None:
         for name, logger in list(self.active.items()):
             try:
                 getattr(logger, method)(*args)
             except Exception as exc:
-                print(f"warning: --logger {name} failed ({type(exc).__name__}: {exc}); it is off", file=sys.stderr)
+                _warn(name, exc)
                 del self.active[name]
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

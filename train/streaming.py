@@ -133,7 +133,10 @@ def decode(sample: dict, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     if set(sides) != {"a", "b"}:
         raise PairforgeError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r} lacks its a.* or b.* image")
     pair = PairFiles("split", [sample["__key__"]], [sides["a"]], [sides["b"]])  # PIL opens the bytes as files
-    inp, tgt = read_pair(pair, 0, cfg.direction, cfg.input_nc, cfg.output_nc)
+    try:
+        inp, tgt = read_pair(pair, 0, cfg.direction, cfg.input_nc, cfg.output_nc)
+    except PairforgeError as exc:  # name the sample, not the in-memory file
+        raise PairforgeError(f"{sample.get('__url__')}: sample {sample['__key__']!r}: {exc}") from None
     return torch.from_numpy(to_chw(load_resize(inp, cfg))), torch.from_numpy(to_chw(load_resize(tgt, cfg)))
 
 

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from pairforge.errors import UsageError
-from pairforge.train.loggers import Loggers
+from pairforge.train.loggers import FACTORIES, Loggers
 from pairforge.train.loop import train
 
 
@@ -93,3 +93,15 @@ def test_wandb_offline_run_folder(ab_dataset, tiny, monkeypatch):
     train(cfg, quiet=True)
     runs = list((cfg.runs_dir / "tiny" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))
+
+
+def test_a_logger_that_cannot_start_warns_and_training_goes_on(tiny, tmp_path, monkeypatch, capsys):
+    def refuse(cfg, run_root):
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setitem(FACTORIES, "wandb", refuse)
+    loggers = Loggers(["wandb", "tensorboard"], tiny(tmp_path), tmp_path / "run")
+    assert list(loggers.active) == ["tensorboard"]
+    assert "warning: --logger wandb failed (ConnectionError: api.wandb.ai unreachable); it is off" in (
+        capsys.readouterr().err
+    )
