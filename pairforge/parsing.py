@@ -37,3 +37,19 @@ def parse_choices(text: str, flag: str, allowed: tuple[str, ...]) -> list[str]:
     if unknown or not names:
         raise UsageError(f"{flag} {text!r}: choose from {', '.join(allowed)}")
     return names
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9}
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """`1GB`, `500MB`, `64kb` or a plain number of bytes (decimal units) -> bytes."""
+    number = text.strip().lower().rstrip("bkmg")
+    unit = text.strip().lower()[len(number) :]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise UsageError(f"{flag} {text!r}: expected a size such as 1GB, 500MB or 100000") from None
+    if value < 1:
+        raise UsageError(f"{flag} {text!r}: must be at least 1 byte")
+    return int(value)

@@ -30,6 +30,7 @@ from pairforge.prep.options import (
     RayAddress,
     Reporting,
     Seed,
+    ShardSize,
     SplitOpt,
     Strict,
     Workers,
@@ -249,7 +250,9 @@ class EdgesSetup:
         }
         return EdgesBuilder(root, size, self.crop, remover, fill, edges), options
 
-    def job(self, root: Path, out: Path, scanned, builder, options: dict, layout: str, format_, quality) -> Job:
+    def job(
+        self, root: Path, out: Path, scanned, builder, options: dict, layout: str, format_, quality, shard_size="1GB"
+    ) -> Job:
         """The job writing `scanned` (pairs, rejections) with the A side as PNG and the B side as JPEG."""
         formats = formats_from(format_, quality, "png", "jpg")
         options.update(format=[formats.a.ext, formats.b.ext], quality=quality)
@@ -259,7 +262,7 @@ class EdgesSetup:
             pairs=scanned[0],
             rejected=scanned[1],
             builder=builder,
-            layouts=layouts_from(layout) + ([MaskLayout()] if self.keep_mask else []),
+            layouts=layouts_from(layout, shard_size) + ([MaskLayout()] if self.keep_mask else []),
             formats=formats,
             options=options,
             command=command_line(),
@@ -297,6 +300,7 @@ def edges(
     edge_style: EdgeStyle = "black-on-white",
     keep_mask: KeepMask = False,
     layout: LayoutOpt = "ab",
+    shard_size: ShardSize = "1GB",
     split: SplitOpt = "0.8,0.1,0.1",
     seed: Seed = 0,
     format_: FormatOpt = None,
@@ -329,7 +333,7 @@ def edges(
     builder, options = setup.builder(root, workers)
     if not has_split_folders(root):
         options.update(split=str(spec), seed=seed)
-    job = setup.job(root, out, scan_folder(root, spec, seed), builder, options, layout, format_, quality)
+    job = setup.job(root, out, scan_folder(root, spec, seed), builder, options, layout, format_, quality, shard_size)
     execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 

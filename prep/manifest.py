@@ -38,6 +38,15 @@ class RejectedRecord(BaseModel):
     kind: str
 
 
+class ShardRecord(BaseModel):
+    """One tar shard of the `webdataset` layout: its file, split, number of samples and sha256."""
+
+    path: str
+    split: str
+    count: int
+    sha256: str
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -51,12 +60,14 @@ class Manifest(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     items: list[ItemRecord] = Field(default_factory=list)
     rejected: list[RejectedRecord] = Field(default_factory=list)
+    shards: list[ShardRecord] = Field(default_factory=list)
 
     def finalize(self) -> Manifest:
         """Sort items and rejections deterministically and recount the splits."""
         self.items.sort(key=lambda it: (it.split, it.key))
         self.rejected.sort(key=lambda r: (sorted(r.paths.items()), r.reason))
         self.counts = dict(sorted(Counter(it.split for it in self.items).items()))
+        self.shards.sort(key=lambda s: s.path)
         return self
 
     def rejected_by_kind(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
-from pairforge.parsing import parse_choices
+from pairforge.parsing import parse_bytes, parse_choices
 from pairforge.prep.executors import EXECUTORS
 from pairforge.prep.imageio import ImageFormat
 from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
@@ -30,6 +30,9 @@ Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when any input wa
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 LayoutOpt = Annotated[str, typer.Option("--layout", help=f"Layouts to write, comma-separated: {', '.join(LAYOUTS)}.")]
+ShardSize = Annotated[
+    str, typer.Option("--shard-size", help="--layout webdataset: image bytes per tar shard (1GB, 500MB, 100000).")
+]
 FormatOpt = Annotated[
     str | None,
     typer.Option("--format", help="Output format png|jpg (default: png for exact data, jpg for photos)."),
@@ -48,8 +51,8 @@ class Reporting:
     strict: bool = False
 
 
-def layouts_from(text: str) -> list[Layout]:
-    return make_layouts(parse_choices(text, "--layout", tuple(LAYOUTS)))
+def layouts_from(text: str, shard_size: str = "1GB") -> list[Layout]:
+    return make_layouts(parse_choices(text, "--layout", tuple(LAYOUTS)), parse_bytes(shard_size, "--shard-size"))
 
 
 def formats_from(format_: str | None, quality: int, default_a: str, default_b: str) -> Formats:

@@ -2,7 +2,8 @@
 
 A job is data: a list of `Pair`s, the rejections found while pairing, a picklable *builder* that turns one pair
 into `PairImages` (raising `ImageRejected` for bad input), and the layouts to write. Workers build, encode,
-hash and write atomically; the parent only counts and shows progress.
+hash and write atomically; the parent counts, shows progress and, for the `webdataset` layout, writes the
+members the workers encoded into shards in (split, key) order (`shards.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pairforge.prep.manifest import (
 )
 from pairforge.prep.pairing import Pair, Rejection
 from pairforge.prep.progress import count_columns, progress_bar
-from pairforge.prep.writers import Formats, Layout, PairImages
+from pairforge.prep.shards import ShardSink
+from pairforge.prep.writers import Formats, Layout, PairImages, WebDatasetLayout
 
 Builder = Callable[[Pair], PairImages]
 
@@ -93,16 +95,27 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     job.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     executor = _executor(job, settings)
+    streamed = next((layout for layout in job.layouts if layout.streamed), None)
+    pairs = sorted(job.pairs, key=lambda p: (p.split, p.key)) if streamed else job.pairs
+    sink = ShardSink(job.out, streamed, pairs) if streamed else None
     try:
         with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
-            for status, record in executor.results(job.pairs):
+            for status, record in executor.results(pairs):
                 if status == "rejected":
                     manifest.rejected.append(RejectedRecord(**record))
+                    if sink:
+                        sink.skip(record["paths"])
                 else:
-                    manifest.items.append(ItemRecord.model_validate(record))
+                    members = record.pop("members", {})
+                    item = ItemRecord.model_validate(record)
+                    manifest.items.append(item)
+                    if sink:
+                        sink.add(item, members)
                     result.written += status == "written"
                     result.skipped += status == "skipped"
                 update(advance=1)
+        if sink:
+            manifest.shards = sink.close()
     finally:
         executor.close()
     result.seconds = time.perf_counter() - start
@@ -140,7 +153,7 @@ def _previous_outputs(out: Path) -> set[str]:
             for child in out.iterdir():  # --overwrite on a non-dataset folder: start clean
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         return set()
-    return {o.path for it in read_manifest(out).items for o in it.outputs}
+    return {o.path for it in read_manifest(out).items for o in it.outputs if o.layout != WebDatasetLayout.name}
 
 
 class _InProcess:
@@ -204,16 +217,22 @@ def _process(pair: Pair) -> tuple[str, dict]:
     out, builder, layouts, formats, overwrite = _STATE
     item = {"key": pair.key, "split": pair.split, "sources": pair.sources}
     planned = [f for layout in layouts for f in _tagged(layout, pair, None, formats)]
-    if not overwrite and all((out / rel).is_file() for _, rel, _, _ in planned):
+    streamed = any(layout.streamed for layout in layouts)  # shards are rebuilt on every run
+    if not overwrite and not streamed and all((out / rel).is_file() for _, rel, _, _ in planned):
         return "skipped", {**item, "outputs": [_existing(out, name, rel) for name, rel, _, _ in planned]}
+    members: dict[str, bytes] = {}
     try:
         images = builder(pair)
         outputs = []
         for layout in layouts:
             for name, rel, payload, fmt in _tagged(layout, pair, images, formats):
                 data = payload if isinstance(payload, bytes) else encode(payload, fmt)
-                write_atomic(out / rel, data)
-                height, width = _shape_of(payload, out / rel)
+                if layout.streamed:  # the parent writes it into a shard (prep/shards.py)
+                    members[rel] = data
+                    height, width = payload.shape[:2]
+                else:
+                    write_atomic(out / rel, data)
+                    height, width = _shape_of(payload, out / rel)
                 outputs.append(
                     {"layout": name, "path": rel, "sha256": sha256_bytes(data), "width": width, "height": height}
                 )
@@ -222,7 +241,7 @@ def _process(pair: Pair) -> tuple[str, dict]:
     except Exception as exc:  # a bug or an unforeseen input: recorded, and the run goes on
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
         return "rejected", {"paths": pair.sources, "reason": reason, "kind": "unexpected error"}
-    return "written", {**item, "outputs": outputs}
+    return "written", {**item, "outputs": outputs} | ({"members": members} if members else {})
 
 
 def _tagged(layout: Layout, pair: Pair, images: PairImages | None, formats: Formats):

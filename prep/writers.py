@@ -37,6 +37,8 @@ class Layout:
     """A layout maps one pair to relative output paths and the arrays to encode at those paths."""
 
     name = ""
+    streamed = False
+    """True for layouts whose files are members of shards that the parent process writes (webdataset)."""
 
     def files(self, key: str, split: str, images: PairImages | None, formats: Formats):
         """[(relative path, payload, format)] for this pair: the payload is an array to encode, bytes to write
@@ -88,11 +90,37 @@ class UnalignedLayout(Layout):
         ]
 
 
-LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (AbLayout, SplitLayout, UnalignedLayout)}
+DEFAULT_SHARD_SIZE = 10**9
 
 
-def make_layouts(names: list[str]) -> list[Layout]:
+def shard_key(key: str) -> str:
+    """The sample key inside a shard: webdataset splits member names at the first dot, so dots are escaped."""
+    return key.replace("%", "%25").replace(".", "%2E")
+
+
+class WebDatasetLayout(Layout):
+    """`<split>-NNNNNN.tar` shards of `<key>.a.<ext>`, `<key>.b.<ext>` and `<key>.json` (the manifest item), as the
+    `webdataset` library reads them; `files` gives the members of one pair, `prep/shards.py` writes the shards."""
+
+    name = "webdataset"
+    streamed = True
+
+    def __init__(self, shard_size: int = DEFAULT_SHARD_SIZE) -> None:
+        self.shard_size = shard_size
+
+    def files(self, key, split, images, formats):
+        base = shard_key(key)
+        return [
+            (f"{base}.a.{formats.a.ext}", images.a if images else None, formats.a),
+            (f"{base}.b.{formats.b.ext}", images.b if images else None, formats.b),
+        ]
+
+
+LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (AbLayout, SplitLayout, UnalignedLayout, WebDatasetLayout)}
+
+
+def make_layouts(names: list[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list[Layout]:
     unknown = [n for n in names if n not in LAYOUTS]
     if unknown:
         raise UsageError(f"--layout {','.join(unknown)}: choose from {', '.join(LAYOUTS)}")
-    return [LAYOUTS[n]() for n in names]
+    return [WebDatasetLayout(shard_size) if n == "webdataset" else LAYOUTS[n]() for n in names]

@@ -37,6 +37,8 @@ TRAIN_HELP = (
     "  pairforge train --name facades_pix2pix --continue\n\n"
     "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000\n\n"
     "  pairforge train --model cycle_gan --dataroot datasets/horse2zebra  (unaligned trainA/, trainB/)\n\n"
+    "  pairforge train --dataroot datasets/facades --logger tensorboard,wandb\n\n"
+    "  pairforge train --dataroot 'shards/train-{000000..000031}.tar' --name big  (webdataset, streamed)\n\n"
     "--model cycle_gan trains CycleGAN on the unaligned layout; where not given, it uses resnet_9blocks, instance"
     " norm, no dropout and lsgan (the CycleGAN paper's defaults)."
 )
@@ -143,7 +145,11 @@ def _report(summary: dict, title: str, quiet: bool, as_json: bool) -> None:
 # ---- test and translate -------------------------------------------------------------------------------------
 
 Source = Annotated[
-    str, typer.Argument(help="Run folder, run name under --runs_dir, .safetensors checkpoint, or reference .pth.")
+    str,
+    typer.Argument(
+        help="Run folder, run name under --runs_dir, .safetensors checkpoint, reference .pth, or .onnx from"
+        " pairforge export."
+    ),
 ]
 Epoch = Annotated[str, typer.Option("--epoch", help="Checkpoint of a run: latest or an epoch number.")]
 RunsDir = Annotated[Path, typer.Option("--runs_dir", help="Folder that holds the runs.")]
@@ -325,8 +331,82 @@ def translate(
     )
 
 
+def export(
+    source: Annotated[
+        str, typer.Argument(help="Run folder, run name under --runs_dir, .safetensors checkpoint, or reference .pth.")
+    ],
+    out: Annotated[Path, typer.Argument(help="Output file (.onnx or .pt).")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="onnx or torchscript (default: from OUT's suffix, .pt/.ts = torchscript)."),
+    ] = None,
+    size: Annotated[str, typer.Option("--size", help="Probe size N or WxH (the model accepts other sizes).")] = "256",
+    half: Annotated[bool, typer.Option("--half", help="float16 weights and inputs.")] = False,
+    eval_mode: Annotated[
+        bool, typer.Option("--eval", help="BatchNorm running statistics (default: each image's own, as in test).")
+    ] = False,
+    direction: CycleDirection = None,
+    epoch: Epoch = "latest",
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Export a trained generator to ONNX or TorchScript: [0, 1] images in and out, dynamic height and width,
+    dropout off. The file is loaded back and compared with PyTorch on a probe image (max difference under 1e-4,
+    or the export fails).
+
+    Examples:
+
+      pairforge export facades_pix2pix facades.onnx
+
+      pairforge export runs/maps_pix2pix/checkpoints/epoch_200.safetensors maps.pt --format torchscript --eval
+    """
+    from pairforge.parsing import parse_size
+    from pairforge.train.export import export as run_export
+
+    if Path(source).suffix == ".onnx":
+        raise UsageError(f"{source}: already an ONNX model; export reads a run or a checkpoint")
+    fmt = fmt or ("torchscript" if out.suffix in (".pt", ".ts") else "onnx")
+    options = {"direction": direction} if direction else {}
+    summary = run_export(source, out, fmt, parse_size(size), half, eval_mode, runs_dir, epoch, options)
+    _report(summary, "export", quiet, as_json)
+
+
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder that holds the runs.")] = Path("runs"),
+    as_json: Json = False,
+) -> None:
+    """List the runs in a runs folder: dataset, model, steps, epoch, status and best test metrics.
+
+    Examples:
+
+      pairforge runs
+
+      pairforge runs experiments/ --json
+    """
+    from pairforge.train.runs import best_text, list_runs
+
+    found = list_runs(runs_dir)
+    if as_json:
+        print(json.dumps(found, indent=1))
+        return
+    if not found:
+        raise UsageError(f"{runs_dir}: no runs (folders with config.json)")
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("run", "dataset", "model", "steps", "epoch", "status", "best", "updated"):
+        table.add_column(column, justify="right" if column == "steps" else "left")
+    for run in found:
+        cells = {**run, "steps": str(run.get("steps", "")), "best": best_text(run["best"])}
+        table.add_row(
+            *(cells.get(c, "") for c in ("run", "dataset", "model", "steps", "epoch", "status", "best", "updated"))
+        )
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `train`, `test` and `translate` to the root app."""
+    """Add `train`, `test`, `translate`, `export` and `runs` to the root app."""
     app.command("train", help=TRAIN_HELP, no_args_is_help=True)(_train_command())
     app.command("test")(test)
     app.command("translate")(translate)
+    app.command("export", no_args_is_help=True)(export)
+    app.command("runs")(runs)

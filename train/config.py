@@ -12,12 +12,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 
 from pairforge.errors import UsageError
-from pairforge.parsing import parse_size
+from pairforge.parsing import parse_choices, parse_size
 from pairforge.train.codings import Codings
 
 GeneratorName = Literal["unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel", "multiscale"]
 NormName = Literal["batch", "instance", "none"]
+LOGGERS = ("tensorboard", "wandb")
 
 
 def _to_size(value: Any) -> tuple[int, int]:
@@ -86,7 +87,10 @@ class TrainConfig(BaseModel):
 
     # data
     dataroot: Path | None = _opt(
-        None, "Data", "Dataset root: <phase>/ (ab), <phase>/A + <phase>/B (split), <phase>A + <phase>B (cycle_gan)."
+        None,
+        "Data",
+        "Dataset root: <phase>/ (ab), <phase>/A + <phase>/B (split), <phase>A + <phase>B (cycle_gan), or webdataset"
+        " shards, streamed: a folder of <phase>-NNNNNN.tar or a URL pattern 'dir/train-{000000..000009}.tar'.",
     )
     phase: str = _opt("train", "Data", "Split folder to train on.")
     direction: Literal["AtoB", "BtoA"] = _opt("AtoB", "Data", "AtoB translates A (left half) into B.")
@@ -164,6 +168,9 @@ class TrainConfig(BaseModel):
     display_freq: int = _opt(400, "Run", "Steps between sample grids in samples/.", gt=0)
     save_latest_freq: int = _opt(5000, "Run", "Steps between checkpoints/latest.safetensors.", gt=0)
     save_epoch_freq: int = _opt(5, "Run", "Epochs between checkpoints/epoch_NNN.safetensors.", gt=0)
+    logger: str = _opt(
+        "", "Run", "Also log to tensorboard and/or wandb, comma-separated (<run>/tensorboard/, <run>/wandb/)."
+    )
     # speed
     device: str = _opt("auto", "Speed", "auto, cpu, cuda or cuda:N.")
     fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
@@ -196,6 +203,11 @@ class TrainConfig(BaseModel):
         problem = size_problem(self.crop_size, self.netG)
         if problem and self.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
             raise ValueError(f"--crop_size {_size_text(self.crop_size)}: {problem}")
+        if self.logger:
+            try:
+                self.logger = ",".join(parse_choices(self.logger, "--logger", LOGGERS))
+            except UsageError as exc:
+                raise ValueError(str(exc).partition(": ")[2]) from None
         if self.no_gan and self.lambda_L1 == 0:
             raise ValueError("--no_gan with --lambda_L1 0 leaves nothing to train")
         if self.lambda_perceptual > 0 and self.vgg_weights is None:
@@ -229,8 +241,9 @@ in Python a key absent from the values; on the command line a flag not typed (th
 
 
 def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:
-    """`datasets/facades` -> `facades_pix2pix`."""
-    return f"{Path(dataroot).resolve().name}_{model}"
+    """`datasets/facades` -> `facades_pix2pix`; shards `datasets/facades/train-{000000..000009}.tar` -> the same."""
+    path = Path(dataroot)
+    return f"{(path.parent if path.suffix == '.tar' else path).resolve().name}_{model}"
 
 
 def usage_error(error: ValidationError) -> UsageError:

@@ -73,16 +73,21 @@ def find_pairs(root: Path | None, phase: str, max_size: int | None = None) -> Pa
 
 
 def read_pair(files: PairFiles, i: int, direction: str, input_nc: int, output_nc: int) -> tuple[np.ndarray, ...]:
-    """(input, target) of pair `i` as (H, W, C) arrays of the files' own dtype, converted to `input_nc` and
-    `output_nc` channels (see `pixels.to_channels`); `BtoA` swaps the sides."""
+    """(input, target) of pair `i` as (H, W, C) arrays of the files' own dtype (see `orient`)."""
     if files.layout == "ab":
         ab = read_array(files.a[i])
         half = ab.shape[1] // 2
         a, b = ab[:, :half], ab[:, half : 2 * half]
     else:
         a, b = read_array(files.a[i]), read_array(files.b[i])
+    return orient(a, b, direction, input_nc, output_nc, str(files.a[i]))
+
+
+def orient(a: np.ndarray, b: np.ndarray, direction: str, input_nc: int, output_nc: int, name: str):
+    """(input, target) from the A and B images of a pair: `BtoA` swaps them; then converted to `input_nc` and
+    `output_nc` channels (see `pixels.to_channels`). A and B of different sizes are an error."""
     if a.shape[:2] != b.shape[:2]:
-        raise PairforgeError(f"{files.a[i]}: A is {a.shape[1]}x{a.shape[0]} but B is {b.shape[1]}x{b.shape[0]}")
+        raise PairforgeError(f"{name}: A is {a.shape[1]}x{a.shape[0]} but B is {b.shape[1]}x{b.shape[0]}")
     if direction == "BtoA":
         a, b = b, a
     return to_channels(a, input_nc, "--input_nc"), to_channels(b, output_nc, "--output_nc")

@@ -135,7 +135,12 @@ def load_generator(
     dropout: bool | None = None,
 ) -> Generator:
     """Load G from a pairforge run/checkpoint (its own options, `options` may change test-time ones such as
-    --direction) or from a reference .pth (architecture from `options`: --netG, --norm, --ngf, ...)."""
+    --direction), from a reference .pth (architecture from `options`: --netG, --norm, --ngf, ...) or from an
+    .onnx file written by `pairforge export` (run with onnxruntime)."""
+    if Path(source).suffix == ".onnx":
+        from pairforge.train.export import load_onnx
+
+        return load_onnx(Path(source), options, eval_mode, dropout)
     checkpoint, run = find_checkpoint(source, runs_dir, which)
     saved = checkpoints.read_config(checkpoint).model_dump() if checkpoint.suffix == ".safetensors" else {}
     cfg = make_config(**(saved | options))

@@ -20,17 +20,22 @@ from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig
 from pairforge.train.data import PairCache, TrainBatches, UnalignedBatches, UnalignedCache, find_pairs, find_unaligned
 from pairforge.train.fast import Speed, build_step, resolve_device
+from pairforge.train.loggers import Loggers
 from pairforge.train.models import build_model
 from pairforge.train.runlog import JsonlLog, LossMeter, RunDir, non_finite, progress_bar, save_grid, write_atomic
+from pairforge.train.streaming import ShardStream, StreamBatches, find_shards, shard_urls
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
     """Train pix2pix or CycleGAN as `cfg` says (resuming from the run's latest checkpoint if `resume`);
     returns a summary."""
     # ---- run folder ------------------------------------------------------------------------------------
-    cycle = cfg.model == "cycle_gan"  # unaligned <phase>A, <phase>B; else paired ab/split
+    cycle = cfg.model == "cycle_gan"  # unaligned <phase>A, <phase>B; else paired ab/split, or webdataset shards
+    stream = not cycle and shard_urls(cfg.dataroot, cfg.phase) is not None
     if cycle:  # a wrong --dataroot fails before any write
         files = find_unaligned(cfg.dataroot, cfg.phase, cfg.direction, cfg.max_dataset_size)
+    elif stream:
+        files = find_shards(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     else:
         files = find_pairs(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     run = RunDir(cfg.runs_dir / cfg.name)
@@ -47,10 +52,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
     # ---- data: decode once into a cache of the stored dtype (on the GPU when it fits), crops on its device --
-    cache = (UnalignedCache if cycle else PairCache).load(files, cfg).place(device)
+    source, batcher = (UnalignedCache, UnalignedBatches) if cycle else (PairCache, TrainBatches)
+    if stream:  # webdataset shards: read each epoch, nothing cached (streaming.py)
+        source, batcher = ShardStream, StreamBatches
+    cache = source.load(files, cfg).place(device)
     cfg = cfg.model_copy(update={"codings": cache.codings})  # what the values mean: test and translate read it
     write_atomic(run.config, cfg.model_dump_json(indent=2).encode())
-    batches = (UnalignedBatches if cycle else TrainBatches)(cache, cfg, device, speed.channels_last)
+    batches = batcher(cache, cfg, device, speed.channels_last)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = steps_per_epoch * cfg.total_epochs
     stop_at = min(total_steps, cfg.max_steps or total_steps)
@@ -70,7 +78,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     last_good = latest if resume else None
     losses: dict[str, float] = {}
     started, mark_time, mark_step, first_step = time.perf_counter(), time.perf_counter(), step, step
-    with JsonlLog(run.log) as log, progress_bar(quiet) as progress:
+    loggers = Loggers(cfg.logger.split(",") if cfg.logger else [], cfg, run.root)
+    with JsonlLog(run.log) as log, loggers, progress_bar(quiet) as progress:
         event = {"event": "resume" if resume else "start", "step": step, "mode": speed.describe()}
         log.write(event | {"device": str(device), "command": command_line()})
         task = progress.add_task(cfg.name, total=stop_at, completed=step, rate="")
@@ -96,6 +105,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                 if device.type == "cuda":  # what `pairforge run --pack` sizes its packing by
                     record["gpu_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20)
                 log.write(record | {"img_per_s": round(rate, 2), "seconds": round(now - mark_time, 4)} | losses)
+                loggers.scalars(
+                    step, {"lr": record["lr"], "img_per_s": rate} | {f"loss/{k}": v for k, v in losses.items()}
+                )
                 progress.update(task, rate=f"{rate:,.1f} img/s")
                 mark_time, mark_step = now, step
                 bad = non_finite(losses)
@@ -106,7 +118,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
                         f" {last_good or 'none yet'} (try a lower --lr or check the data)"
                     )
             if step % cfg.display_freq == 0:  # cycle_gan: real A | fake B | real B
-                save_grid(run.samples / f"step_{step:07d}.png", [inputs, outputs, targets])
+                grid = save_grid(run.samples / f"step_{step:07d}.png", [inputs, outputs, targets])
+                loggers.image(step, grid)
             if save_epoch:
                 checkpoints.save(run.checkpoint(epoch + 1), model, step)
                 checkpoints.link(run.checkpoint(epoch + 1), latest)

@@ -8,6 +8,7 @@ values mean (their range and units) is `codings.py`'s job.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -25,36 +26,45 @@ PNG_CHANNELS = (1, 3, 4)
 
 def read_array(path: Path) -> np.ndarray:
     """An image file as an (H, W, C) array of its own dtype: uint8, uint16 or float32 (RGB order)."""
-    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PairforgeError(f"{path}: cannot read image ({exc.strerror})") from None
+    return decode_array(data, path.suffix, str(path))
+
+
+def decode_array(data: bytes, suffix: str, name: str) -> np.ndarray:
+    """The bytes of an image file (its type told by `suffix`) as (H, W, C) of its own dtype; `name` for errors."""
+    suffix = suffix.lower()
     try:
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = np.load(io.BytesIO(data), allow_pickle=False)
         elif suffix in (".tif", ".tiff"):
             import tifffile
 
-            array = tifffile.imread(path)
+            array = tifffile.imread(io.BytesIO(data))
         else:
-            array = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if array is None:
                 raise ValueError("not a decodable image")
             if array.ndim == 3 and array.shape[2] in (3, 4):
                 array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     except (OSError, ValueError) as exc:  # tifffile's TiffFileError is a ValueError
-        raise PairforgeError(f"{path}: cannot read image ({exc})") from None
-    return _as_hwc(array, path)
+        raise PairforgeError(f"{name}: cannot read image ({exc})") from None
+    return _as_hwc(array, name)
 
 
-def _as_hwc(array: np.ndarray, path: Path) -> np.ndarray:
+def _as_hwc(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise PairforgeError(f"{path}: expected an H x W or H x W x C image, got shape {array.shape}")
+        raise PairforgeError(f"{name}: expected an H x W or H x W x C image, got shape {array.shape}")
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if array.dtype.kind == "f":
         return array.astype(np.float32)
     if array.dtype not in (np.uint8, np.uint16):
-        raise PairforgeError(f"{path}: {array.dtype} pixels are not supported (uint8, uint16 or float)")
+        raise PairforgeError(f"{name}: {array.dtype} pixels are not supported (uint8, uint16 or float)")
     return array
 
 
@@ -93,7 +103,7 @@ def resize_array(array: np.ndarray, size: tuple[int, int], coding: Coding) -> np
     if array.dtype == np.uint8 and array.shape[2] in PNG_CHANNELS:
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]
         image = Image.fromarray(array[:, :, 0] if mode == "L" else array, mode)
-        return _as_hwc(np.array(image.resize(size, Image.Resampling.BICUBIC)), Path("resized"))
+        return _as_hwc(np.array(image.resize(size, Image.Resampling.BICUBIC)), "resized")
     interpolation = cv2.INTER_NEAREST_EXACT if coding.invalid_zero else cv2.INTER_CUBIC
     resized = cv2.resize(array, size, interpolation=interpolation)
     return resized[:, :, None] if resized.ndim == 2 else resized

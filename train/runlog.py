@@ -75,11 +75,14 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
-def save_grid(path: Path, columns: list[torch.Tensor], rows: int = 4) -> None:
-    """A PNG with one row per batch item (at most `rows`): column 0 | column 1 | ... (input | output | target)."""
+def save_grid(path: Path, columns: list[torch.Tensor], rows: int = 4) -> np.ndarray:
+    """A PNG with one row per batch item (at most `rows`): column 0 | column 1 | ... (input | output | target);
+    returns the grid (uint8, H x W x 3)."""
     count = min(rows, columns[0].shape[0])
-    grid = [np.concatenate([as_rgb(to_image(col[i])) for col in columns], axis=1) for i in range(count)]
-    save_png(path, np.concatenate(grid, axis=0))
+    rows_ = [np.concatenate([as_rgb(to_image(col[i])) for col in columns], axis=1) for i in range(count)]
+    grid = np.concatenate(rows_, axis=0)
+    save_png(path, grid)
+    return grid
 
 
 class JsonlLog:

@@ -45,6 +45,7 @@ from pairforge.prep.options import (
     RayAddress,
     Reporting,
     Seed,
+    ShardSize,
     Strict,
     Workers,
     execute,
@@ -155,6 +156,7 @@ def celeba(
     edge_style: EdgeStyle = "black-on-white",
     keep_mask: KeepMask = False,
     layout: LayoutOpt = "ab",
+    shard_size: ShardSize = "1GB",
     split: Annotated[
         str, typer.Option("--split", help=f"train,val,test ratios or counts, used only without {PARTITION}.")
     ] = "0.8,0.1,0.1",
@@ -200,7 +202,7 @@ def celeba(
     if partition is None:
         options["seed"] = seed
     scanned = scan_celeba(images, partition, limit_spec, spec, seed)
-    job = setup.job(images, out, scanned, builder, options, layout, format_, quality)
+    job = setup.job(images, out, scanned, builder, options, layout, format_, quality, shard_size)
     execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
 
 

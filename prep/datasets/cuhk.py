@@ -33,6 +33,7 @@ from pairforge.prep.options import (
     RayAddress,
     Reporting,
     Seed,
+    ShardSize,
     SplitOpt,
     Strict,
     Workers,
@@ -159,11 +160,13 @@ def _face_folder(src: Path, given: Path | None, names: tuple[str, ...], flag: st
     return found[0]
 
 
-def output_plan(layout: str, sketch_channels: int, format_: str | None, quality: int, pairs: list[Pair]):
+def output_plan(
+    layout: str, sketch_channels: int, format_: str | None, quality: int, pairs: list[Pair], shard_size: str = "1GB"
+):
     """Layouts and formats of a full run; a 1-channel sketch cannot go into the RGB A|B image."""
     if sketch_channels not in (1, 3):
         raise UsageError(f"--sketch-channels {sketch_channels}: choose 1 or 3")
-    layouts = layouts_from(layout)
+    layouts = layouts_from(layout, shard_size)
     if sketch_channels == 1 and any(lay.name == "ab" for lay in layouts):
         raise UsageError(
             "--sketch-channels 1 writes 1-channel sketches, which --layout ab cannot hold (A|B images are RGB); "
@@ -194,6 +197,7 @@ def cuhk(
     ] = "cover",
     sketch_channels: Annotated[int, typer.Option(help="3 (gray as RGB) or 1 (needs --layout split or unaligned).")] = 3,
     layout: LayoutOpt = "ab",
+    shard_size: ShardSize = "1GB",
     split: SplitOpt = "0.8,0.1,0.1",
     seed: Seed = 0,
     format_: FormatOpt = None,
@@ -231,7 +235,7 @@ def cuhk(
         layouts, formats = [RenamedLayout()], copy_formats(pairs, quality)
         builder = CopyBuilder(photo_root, sketch_root, formats)
     else:
-        layouts, formats = output_plan(layout, sketch_channels, format_, quality, pairs)
+        layouts, formats = output_plan(layout, sketch_channels, format_, quality, pairs, shard_size)
         builder = FaceBuilder(photo_root, sketch_root, size_wh, fit_, sketch_channels)
         options |= {"size": list(size_wh), "fit": fit_, "sketch_channels": sketch_channels}
         options |= {"format": formats.a.ext, "quality": quality}

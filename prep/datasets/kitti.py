@@ -27,6 +27,7 @@ from pairforge.prep.options import (
     RayAddress,
     Reporting,
     Seed,
+    ShardSize,
     Strict,
     Workers,
     execute,
@@ -133,12 +134,17 @@ def depth_maker(
 
 
 def depth_outputs(
-    layout: str | None, maker: DepthPairMaker, a_is_depth: bool, format_: str | None, quality: int
+    layout: str | None,
+    maker: DepthPairMaker,
+    a_is_depth: bool,
+    format_: str | None,
+    quality: int,
+    shard_size: str = "1GB",
 ) -> tuple[list[Layout], Formats]:
     """Layouts and formats for depth pairs: ab only with 8-bit encodings, the validity mask only in split,
     depth always PNG (exact, and colours stay reserved)."""
     eight_bit = maker.coding.eight_bit
-    layouts = layouts_from(layout or ("ab" if eight_bit and not maker.validity else "split"))
+    layouts = layouts_from(layout or ("ab" if eight_bit and not maker.validity else "split"), shard_size)
     names = [lay.name for lay in layouts]
     if not eight_bit and "ab" in names:
         raise UsageError("--depth-encoding gray16 writes 16-bit depth, which --layout ab cannot hold; use split")
@@ -309,6 +315,7 @@ def kitti(
     depth_resize: DepthResizeOpt = "masked",
     validity_mask: ValidityOpt = False,
     layout: DepthLayoutOpt = None,
+    shard_size: ShardSize = "1GB",
     seed: Seed = 0,
     format_: RgbFormatOpt = None,
     quality: Quality = 95,
@@ -338,7 +345,7 @@ def kitti(
         raise UsageError(f"--camera {camera!r}: choose from {', '.join(CAMERAS)}")
     coding = DepthCoding(depth_encoding, max_depth, KITTI_SCALE)
     maker = depth_maker(crop, crops_per_image, crop_width, flip, size, coding, depth_resize, validity_mask, seed)
-    layouts, formats = depth_outputs(layout, maker, task == "sparse2dense", format_, quality)
+    layouts, formats = depth_outputs(layout, maker, task == "sparse2dense", format_, quality, shard_size)
     root = raw_source(src, None, "kitti", f"{ANNOTATED}/ and {VELODYNE}/", DOWNLOAD)
     cameras = CAMERAS[camera]
     gt_root = _tree(root / ANNOTATED, f"{ANNOTATED}/{{train,val}}/<drive>/proj_depth/groundtruth/", DOWNLOAD)

@@ -46,6 +46,7 @@ from pairforge.prep.options import (
     RayAddress,
     Reporting,
     Seed,
+    ShardSize,
     Strict,
     Workers,
     execute,
@@ -219,6 +220,7 @@ def nyu(
     depth_resize: DepthResizeOpt = "masked",
     validity_mask: ValidityOpt = False,
     layout: DepthLayoutOpt = None,
+    shard_size: ShardSize = "1GB",
     seed: Seed = 0,
     format_: RgbFormatOpt = None,
     quality: Quality = 95,
@@ -250,7 +252,7 @@ def nyu(
     maker = depth_maker(
         crop, crops_per_image, crop_width, flip, size, coding, depth_resize, validity_mask, seed, samples
     )
-    layouts, formats = depth_outputs(layout, maker, task == "sparse2dense", format_, quality)
+    layouts, formats = depth_outputs(layout, maker, task == "sparse2dense", format_, quality, shard_size)
     mat = locate(src)
     names = DATASETS[task]
     frames = frame_count(mat, names)

@@ -1,0 +1,113 @@
+"""The `webdataset` layout's shards: workers encode each pair's members, the parent writes them here.
+
+Workers finish pairs in any order; the sink holds early arrivals back and writes samples in (split, key) order,
+so the same input and options give the same shards, byte for byte (fixed tar metadata, mtime 0). Each split
+gets its own shards, `<split>-NNNNNN.tar`, started anew when one holds `--shard-size` bytes of members, written
+with the `webdataset` library's ShardWriter into a hidden folder and moved into place when the run ends
+(an interrupted run never leaves a half-written shard). Shards cannot be appended to in key order, so a re-run
+rebuilds them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from pairforge.prep.manifest import ItemRecord, ShardRecord
+from pairforge.prep.pairing import Pair
+from pairforge.prep.writers import WebDatasetLayout, shard_key
+
+TMP_FOLDER = ".webdataset.tmp"
+SHARD_NAME = re.compile(r"^(?P<split>.+)-\d{6}\.tar$")
+
+
+def _sources(paths: dict[str, str]) -> tuple:
+    return tuple(sorted(paths.items()))
+
+
+class ShardSink:
+    """Writes each finished pair's members into the shards of its split, in the order of `pairs`."""
+
+    def __init__(self, out: Path, layout: WebDatasetLayout, pairs: list[Pair]) -> None:
+        from webdataset import ShardWriter  # imported here: only `--layout webdataset` needs the library
+
+        self.writer_class = ShardWriter
+        self.out, self.shard_size = out, layout.shard_size
+        self.tmp = out / TMP_FOLDER
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.by_key = {(p.split, p.key): i for i, p in enumerate(pairs)}
+        self.by_sources = {_sources(p.sources): i for i, p in enumerate(pairs)}
+        self.pending: dict[int, tuple[ItemRecord, dict[str, bytes]] | None] = {}
+        self.next = 0
+        self.writer = None
+        self.split: str | None = None
+        self.counts: Counter[str] = Counter()
+        self.shards: list[ShardRecord] = []
+
+    def add(self, item: ItemRecord, members: dict[str, bytes]) -> None:
+        """A built pair: its members are written once every pair before it is done."""
+        self.pending[self.by_key[(item.split, item.key)]] = (item, members)
+        self._flush()
+
+    def skip(self, paths: dict[str, str]) -> None:
+        """A rejected pair: nothing to write, but the pairs after it may go on."""
+        index = self.by_sources.get(_sources(paths))
+        if index is not None:
+            self.pending[index] = None
+            self._flush()
+
+    def _flush(self) -> None:
+        while self.next in self.pending:
+            entry = self.pending.pop(self.next)
+            self.next += 1
+            if entry is not None:
+                self._write(*entry)
+
+    def _write(self, item: ItemRecord, members: dict[str, bytes]) -> None:
+        if item.split != self.split:
+            self._finish_writer()
+            self.split = item.split
+            pattern = str(self.tmp / f"{item.split}-%06d.tar")
+            self.writer = self.writer_class(
+                pattern, maxsize=self.shard_size, maxcount=2**62, verbose=0, post=self._done, encoder=False, mtime=0
+            )
+        base = shard_key(item.key)
+        record = {"key": item.key, "split": item.split, "sources": item.sources}
+        sample = {"__key__": base, "json": json.dumps(record, sort_keys=True).encode()}
+        sample |= {name.removeprefix(f"{base}."): data for name, data in members.items()}
+        self.writer.write(sample)
+        shard = Path(self.writer.fname).name
+        self.counts[shard] += 1
+        for output in item.outputs:
+            if output.layout == WebDatasetLayout.name:
+                output.path = f"{shard}/{output.path}"
+
+    def _done(self, fname: str) -> None:
+        path = Path(fname)
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        split = SHARD_NAME.match(path.name)["split"]
+        self.shards.append(ShardRecord(path=path.name, split=split, count=self.counts[path.name], sha256=digest))
+
+    def _finish_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def close(self) -> list[ShardRecord]:
+        """Finish the last shard, move every shard into place, delete shards of earlier runs; the shard list."""
+        self._finish_writer()
+        made = {s.path for s in self.shards}
+        for old in self.out.iterdir():
+            if SHARD_NAME.match(old.name) and old.name not in made:
+                old.unlink()
+        for shard in self.shards:
+            os.replace(self.tmp / shard.path, self.out / shard.path)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.shards
