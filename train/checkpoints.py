@@ -21,6 +21,7 @@ from torch import nn
 from pairforge.errors import PairforgeError
 from pairforge.train.config import TrainConfig
 from pairforge.train.models import TrainableModel
+from pairforge.train.weights import read_state_dict
 
 FORMAT = "pairforge-checkpoint/1"
 STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -140,10 +141,4 @@ def load_generator(path: Path, net: nn.Module, name: str = "G") -> None:
 
 def load_reference(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict saved by pytorch-CycleGAN-and-pix2pix (`latest_net_G.pth`), read with weights_only=True."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PairforgeError(f"{path}: cannot read as a PyTorch state_dict ({exc})") from None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise PairforgeError(f"{path}: expected a state_dict (a dict of tensors), as the reference saves")
-    return state
+    return read_state_dict(path)

@@ -28,8 +28,10 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def read_state_dict(path: Path, flag: str) -> dict[str, torch.Tensor]:
-    """A state_dict (name -> tensor) from a .safetensors file or a .pth/.pt file (weights_only=True)."""
+def read_state_dict(path: Path, flag: str = "") -> dict[str, torch.Tensor]:
+    """A state_dict (name -> tensor) from a .safetensors file or a .pth/.pt file (weights_only=True); errors
+    name `flag` (the option that gave the file) and the path."""
+    where = f"{flag} {path}".strip()
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -38,9 +40,9 @@ def read_state_dict(path: Path, flag: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PairforgeError(f"{flag} {path}: cannot read as safetensors or a PyTorch state_dict ({exc})") from None
+        raise PairforgeError(f"{where}: cannot read as safetensors or a PyTorch state_dict ({exc})") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise PairforgeError(f"{flag} {path}: expected a state_dict (a dict of tensors)")
+        raise PairforgeError(f"{where}: expected a state_dict (a dict of tensors)")
     return state
 
 

@@ -126,7 +126,7 @@ class Payload:
 
 def test_pickled_objects_are_refused(tmp_path):
     torch.save({"x": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(PairforgeError, match=r"evil\.pth: cannot read as a PyTorch state_dict"):
+    with pytest.raises(PairforgeError, match=r"evil\.pth: cannot read as safetensors or a PyTorch state_dict"):
         load_generator(str(tmp_path / "evil.pth"), tmp_path, "latest", CPU, {})
 
 
