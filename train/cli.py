@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.invocation import command_line
 from pairforge.train.config import (
     CYCLE_GAN_DEFAULTS,
     GeneratorName,
@@ -25,6 +26,7 @@ from pairforge.train.config import (
     TrainConfig,
     default_name,
     make_config,
+    options_of,
 )
 
 TRAIN_HELP = (
@@ -93,10 +95,16 @@ def _train_command() -> typing.Callable[..., None]:
         if values["model"] == "cycle_gan":  # options not typed take cycle_gan's defaults (TrainConfig applies them)
             values = {k: v for k, v in values.items() if k in given or k not in CYCLE_GAN_DEFAULTS}
         cfg = _resumed_config(values, given) if resume else make_config(**values)
+        from pairforge.train.distributed import World, relaunch
         from pairforge.train.loop import train as run_training
 
+        world = World.from_env()
+        if cfg.gpus > 1 and not world.distributed:  # one process per GPU, through torchrun
+            relaunch(cfg.gpus, cfg.device, command_line()[1:])
+            return
         summary = run_training(cfg, resume=resume, overwrite=overwrite, quiet=quiet or as_json)
-        _report(summary, "training", quiet, as_json)
+        if world.is_main:
+            _report(summary, "training", quiet, as_json)
 
     train.__signature__ = inspect.Signature([*extra, *fields])  # type: ignore[attr-defined]
     train.__doc__ = TRAIN_HELP
@@ -112,7 +120,7 @@ def _resumed_config(values: dict[str, Any], given: dict[str, Any]) -> TrainConfi
     path = Path(values["runs_dir"]) / name / "config.json"
     if not path.is_file():
         raise UsageError(f"--continue: no run to continue at {path.parent} (no config.json)")
-    saved = json.loads(path.read_text())
+    saved = options_of(json.loads(path.read_text()))
     return make_config(**(saved | {"max_steps": None} | given | {"name": name, "runs_dir": values["runs_dir"]}))
 
 

@@ -6,6 +6,7 @@ writes the effective values to `runs/<name>/config.json`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -120,6 +121,14 @@ class TrainConfig(BaseModel):
     fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
     compile: bool = _opt(True, "Speed", "Fast mode: torch.compile the networks.")
     cuda_graph: bool = _opt(True, "Speed", "Fast mode: replay the whole training step as one CUDA graph.")
+    # several GPUs (DDP)
+    gpus: int = _opt(
+        1, "Distributed", "Ranks on this node: > 1 re-launches through torchrun (DDP); --batch_size is per rank.", gt=0
+    )
+    sync_bn: bool = _opt(False, "Distributed", "Synchronise BatchNorm statistics across GPUs (default: per GPU).")
+    lr_scale: Literal["none", "linear"] = _opt(
+        "none", "Distributed", "linear: multiply --lr by the number of ranks (the global batch grows with them)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -170,6 +179,21 @@ CYCLE_GAN_DEFAULTS: dict[str, Any] = {
 }
 """What --model cycle_gan changes from the pix2pix defaults (the CycleGAN paper / reference), unless given:
 in Python a key absent from the values; on the command line a flag not typed (the CLI drops it)."""
+
+
+RUN_FACTS = ("world_size", "global_batch_size")
+"""Written to config.json beside the options (how the run was spread over GPUs), not options themselves."""
+
+
+def run_config_json(cfg: TrainConfig, world_size: int = 1) -> bytes:
+    """config.json: every effective option, plus the world size and the global batch (per-rank batch x ranks)."""
+    facts = {"world_size": world_size, "global_batch_size": cfg.batch_size * world_size}
+    return json.dumps(cfg.model_dump(mode="json") | facts, indent=2).encode()
+
+
+def options_of(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The options of a parsed config.json (without RUN_FACTS)."""
+    return {key: value for key, value in run_config.items() if key not in RUN_FACTS}
 
 
 def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:
