@@ -38,6 +38,9 @@ TRAIN_HELP = (
     "  pairforge train --name facades_pix2pix --continue\n\n"
     "  pairforge train --dataroot datasets/maps --netG resnet_9blocks --batch_size 16 --max_steps 2000\n\n"
     "  pairforge train --model cycle_gan --dataroot datasets/horse2zebra  (unaligned trainA/, trainB/)\n\n"
+    "  pairforge train --dataroot datasets/cityscapes --gpus 8 --batch_size 4  (DDP via torchrun: global batch 32)\n\n"
+    "  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --no-python pairforge"
+    " train ...\n\n"
     "--model cycle_gan trains CycleGAN on the unaligned layout; where not given, it uses resnet_9blocks, instance"
     " norm, no dropout and lsgan (the CycleGAN paper's defaults)."
 )
