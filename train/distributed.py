@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import timedelta
+from itertools import zip_longest
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,7 @@ from torch import nn
 
 from pairforge.errors import PairforgeError, UsageError
 
+T = TypeVar("T", bound=Any)  # a dataclass of lists, tensors and dataclasses
 TIMEOUT = timedelta(minutes=10)
 """How long a collective waits for the other ranks (a checkpoint write on rank 0 must fit in it)."""
 
@@ -82,11 +85,57 @@ class World:
         dist.all_reduce(total)
         return total / self.size
 
+    def share(self, files: T) -> T:
+        """This rank's share of a dataset's file lists (dataclass list fields): items rank, rank + size, ..."""
+        if not self.distributed:
+            return files
+        lists = {f.name: getattr(files, f.name) for f in fields(files) if isinstance(getattr(files, f.name), list)}
+        if min(map(len, lists.values())) < self.size:
+            raise UsageError(f"{self.size} ranks need at least {self.size} images per domain; use fewer --gpus")
+        return replace(files, **{name: items[self.rank :: self.size] for name, items in lists.items()})
+
+    def gather(self, shard: T) -> T:
+        """The whole cache from every rank's share of it (see `share`): lists and tensors (rows = items, padded
+        with zeros to the largest image, as one process pads) interleaved back into the dataset's order.
+        Through a gloo group: the cache is on the host until it is placed."""
+        if not self.distributed:
+            return shard
+        group = dist.new_group(backend="gloo")
+        return _gather(shard, self.size, group)
+
     def stop(self) -> None:
         """Wait for every rank (rank 0's last checkpoint is written), then leave the process group."""
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _gather(shard: T, size: int, group: dist.ProcessGroup) -> T:
+    values = {}
+    for field in fields(shard):
+        value = getattr(shard, field.name)
+        if is_dataclass(value):
+            values[field.name] = _gather(value, size, group)
+        elif isinstance(value, list):
+            parts: list[list] = [[] for _ in range(size)]
+            dist.all_gather_object(parts, value, group=group)
+            values[field.name] = [item for row in zip_longest(*parts) for item in row if item is not None]
+        else:
+            values[field.name] = _gather_rows(value, size, group)
+    return type(shard)(**values)
+
+
+def _gather_rows(rows: torch.Tensor, size: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """Row j of rank r becomes row j * size + r; every other dimension is zero-padded to the largest."""
+    shape = torch.tensor(rows.shape)
+    total = torch.tensor(rows.shape[0])
+    dist.all_reduce(shape, dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(total, group=group)
+    padded = rows.new_zeros(shape.tolist())
+    padded[tuple(slice(0, n) for n in rows.shape)] = rows
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded, group=group)
+    return torch.stack(parts, 1).flatten(0, 1)[: int(total)]
 
 
 def data_parallel(net: nn.Module, sync_bn: bool = False) -> nn.Module:

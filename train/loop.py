@@ -62,7 +62,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     torch.backends.cudnn.benchmark = True  # every batch has the same shape
 
     # ---- data: decode once into a uint8 cache (on the GPU when it fits), crops gathered on its device ----
-    cache = (UnalignedCache if cycle else PairCache).load(files, cfg).place(device)
+    load = UnalignedCache.load if cycle else PairCache.load
+    cache = world.gather(load(world.share(files), cfg)).place(device)  # DDP: each rank decodes its share
     batches = (UnalignedBatches if cycle else TrainBatches)(
         cache, cfg, device, speed.channels_last, world.rank, world.size
     )
