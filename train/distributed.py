@@ -96,8 +96,8 @@ class World:
 
     def gather(self, shard: T) -> T:
         """The whole cache from every rank's share of it (see `share`): lists and tensors (rows = items, padded
-        with zeros to the largest image, as one process pads) interleaved back into the dataset's order.
-        Through a gloo group: the cache is on the host until it is placed."""
+        with zeros to the largest image, as one process pads) interleaved back into the dataset's order; other
+        fields are kept. Through a gloo group: the cache is on the host until it is placed."""
         if not self.distributed:
             return shard
         group = dist.new_group(backend="gloo")
@@ -120,8 +120,10 @@ def _gather(shard: T, size: int, group: dist.ProcessGroup) -> T:
             parts: list[list] = [[] for _ in range(size)]
             dist.all_gather_object(parts, value, group=group)
             values[field.name] = [item for row in zip_longest(*parts) for item in row if item is not None]
-        else:
+        elif torch.is_tensor(value):
             values[field.name] = _gather_rows(value, size, group)
+        else:  # a description of the whole dataset (what the values mean): the same on every rank
+            values[field.name] = value
     return type(shard)(**values)
 
 

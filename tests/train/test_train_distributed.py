@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 
 from pairforge.train.checkpoints import read_metadata
 from pairforge.train.config import TrainConfig
-from pairforge.train.distributed import check_sync_bn, rescale_step
+from pairforge.train.distributed import World, check_sync_bn, rescale_step
 from pairforge.train.fast import Speed
 from pairforge.train.loop import train
 from pairforge.train.models import Pix2PixModel
@@ -147,3 +149,38 @@ def test_sync_bn_and_the_cuda_graph_under_ddp_say_what_they_need():
     assert alone.cuda_graph and not alone.notes
     assert not ddp.cuda_graph and ddp.compile and ddp.amp
     assert ddp.notes == ("CUDA graph off under DDP (the gradient all-reduce is driven from the host each step)",)
+
+
+@dataclass
+class Shard:
+    keys: list[str]
+    images: torch.Tensor
+    layout: str
+
+
+def _gather_on_rank(rank: int, port: int, out: Path) -> None:
+    os.environ |= {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    world = World.from_env()
+    world.start(torch.device("cpu"))
+    files = world.share(Shard([f"k{i}" for i in range(5)], torch.empty(0), "ab"))
+    # each rank "decodes" its share: image i is i + 1 everywhere, rank 0's are 2x3, rank 1's 3x2
+    images = torch.stack([torch.full((1, 2 + rank, 3 - rank), int(k[1:]) + 1.0) for k in files.keys])
+    whole = world.gather(Shard(files.keys, images, files.layout))
+    if world.is_main:
+        torch.save({"keys": whole.keys, "images": whole.images, "layout": whole.layout}, out)
+    world.stop()
+
+
+def test_each_rank_decodes_its_share_and_every_rank_gets_the_whole_cache(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_gather_on_rank, args=(port, tmp_path / "whole.pt"), nprocs=2)
+    whole = torch.load(tmp_path / "whole.pt", weights_only=True)
+    assert whole["keys"] == ["k0", "k1", "k2", "k3", "k4"] and whole["layout"] == "ab"
+    images = whole["images"]
+    assert images.shape == (5, 1, 3, 3)  # padded to the largest height and width
+    for i in range(5):
+        h, w = (2, 3) if i % 2 == 0 else (3, 2)  # even items were rank 0's
+        assert (images[i, 0, :h, :w] == i + 1).all() and images[i].sum() == (i + 1) * h * w
