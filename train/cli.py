@@ -26,7 +26,6 @@ from pairforge.train.config import (
     TrainConfig,
     default_name,
     make_config,
-    options_of,
 )
 
 TRAIN_HELP = (
@@ -47,6 +46,9 @@ TRAIN_HELP = (
 
 TOGGLES = {"fast", "compile", "cuda_graph"}
 """Boolean options shown as --x/--no_x; every other boolean is a reference-style flag such as --no_flip."""
+
+SET_BY_RUN = {"world_size"}
+"""Fields the run sets (recorded in config.json), not flags."""
 
 ARCHITECTURE = {"model", "netG", "norm", "ngf", "no_dropout", "input_nc", "output_nc"}
 """Options that `test`/`translate` take for reference .pth files (pairforge checkpoints carry their own)."""
@@ -91,7 +93,7 @@ def _train_command() -> typing.Callable[..., None]:
         _flag("quiet", "-q", "--quiet", help="No progress bar or summary."),
         _flag("as_json", "--json", help="Print the summary as JSON."),
     ]
-    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items()]
+    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items() if name not in SET_BY_RUN]
 
     def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
         given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
@@ -123,7 +125,7 @@ def _resumed_config(values: dict[str, Any], given: dict[str, Any]) -> TrainConfi
     path = Path(values["runs_dir"]) / name / "config.json"
     if not path.is_file():
         raise UsageError(f"--continue: no run to continue at {path.parent} (no config.json)")
-    saved = options_of(json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
     return make_config(**(saved | {"max_steps": None} | given | {"name": name, "runs_dir": values["runs_dir"]}))
 
 

@@ -6,11 +6,19 @@ writes the effective values to `runs/<name>/config.json`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_size
@@ -129,6 +137,7 @@ class TrainConfig(BaseModel):
     lr_scale: Literal["none", "linear"] = _opt(
         "none", "Distributed", "linear: multiply --lr by the number of ranks (the global batch grows with them)."
     )
+    world_size: int = Field(1, ge=1, description="Ranks the run trains on: set by the run, not a flag.")
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +153,19 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and not data.get("name") and data.get("dataroot"):
             data = {**data, "name": default_name(data["dataroot"], data.get("model", "pix2pix"))}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        """`global_batch_size` is written beside the options (see `_with_global_batch`), never read back."""
+        if isinstance(data, dict) and "global_batch_size" in data:
+            data = {k: v for k, v in data.items() if k != "global_batch_size"}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _with_global_batch(self, handler: Any) -> dict[str, Any]:
+        """config.json and checkpoints also record the global batch: per-rank batch x ranks."""
+        return handler(self) | {"global_batch_size": self.batch_size * self.world_size}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -179,21 +201,6 @@ CYCLE_GAN_DEFAULTS: dict[str, Any] = {
 }
 """What --model cycle_gan changes from the pix2pix defaults (the CycleGAN paper / reference), unless given:
 in Python a key absent from the values; on the command line a flag not typed (the CLI drops it)."""
-
-
-RUN_FACTS = ("world_size", "global_batch_size")
-"""Written to config.json beside the options (how the run was spread over GPUs), not options themselves."""
-
-
-def run_config_json(cfg: TrainConfig, world_size: int = 1) -> bytes:
-    """config.json: every effective option, plus the world size and the global batch (per-rank batch x ranks)."""
-    facts = {"world_size": world_size, "global_batch_size": cfg.batch_size * world_size}
-    return json.dumps(cfg.model_dump(mode="json") | facts, indent=2).encode()
-
-
-def options_of(run_config: dict[str, Any]) -> dict[str, Any]:
-    """The options of a parsed config.json (without RUN_FACTS)."""
-    return {key: value for key, value in run_config.items() if key not in RUN_FACTS}
 
 
 def default_name(dataroot: str | Path, model: str = "pix2pix") -> str:

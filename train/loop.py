@@ -20,7 +20,7 @@ import torch
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.invocation import command_line
 from pairforge.train import checkpoints
-from pairforge.train.config import TrainConfig, run_config_json
+from pairforge.train.config import TrainConfig
 from pairforge.train.data import PairCache, TrainBatches, UnalignedBatches, UnalignedCache, find_pairs, find_unaligned
 from pairforge.train.distributed import World, check_sync_bn, rescale_step
 from pairforge.train.fast import Speed, build_step
@@ -46,12 +46,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
         raise UsageError(f"--continue: no checkpoint to continue from at {latest}")
     if not (resume or overwrite) and run.checkpoints.is_dir() and any(run.checkpoints.iterdir()):
         raise UsageError(f"run {run.root} already has checkpoints: use --continue, --overwrite or another --name")
+    cfg = cfg.model_copy(update={"world_size": world.size})  # config.json and checkpoints record it
     global_batch = cfg.batch_size * world.size
     if world.is_main:
         if overwrite and not resume:
             shutil.rmtree(run.root, ignore_errors=True)
         run.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(run.config, run_config_json(cfg, world.size))
+        write_atomic(run.config, cfg.model_dump_json(indent=2).encode())
     world.start(device)  # joins the other ranks (after rank 0 has cleared the run folder)
     quiet = quiet or not world.is_main
     speed = Speed.choose(cfg, device, world.distributed)
