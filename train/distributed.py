@@ -85,6 +85,13 @@ class World:
         dist.all_reduce(total)
         return total / self.size
 
+    def seed(self, seed: int, step: int) -> None:
+        """Under DDP, give each rank its own RNG stream from (seed, step, rank): dropout masks, noise channels
+        and image-pool draws differ between the ranks' samples, as they would within one process's batch
+        (the weights are equal already: DDP broadcasts rank 0's)."""
+        if self.distributed:
+            torch.manual_seed((seed * 1_000_003 + step) * 1009 + self.rank + 1)
+
     def share(self, files: T) -> T:
         """This rank's share of a dataset's file lists (dataclass list fields): items rank, rank + size, ..."""
         if not self.distributed:

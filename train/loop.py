@@ -77,6 +77,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     step = checkpoints.load(latest, model) if resume else 0
     if resume:  # saved with another global batch (world size): the same epoch, as far into it
         step = rescale_step(step, checkpoints.read_metadata(latest), global_batch, steps_per_epoch)
+    world.seed(cfg.seed, step)  # DDP: a random stream per rank
     lr = cfg.lr * (world.size if cfg.lr_scale == "linear" else 1)
     plan_epoch = step // steps_per_epoch
     plan = batches.plan(plan_epoch)

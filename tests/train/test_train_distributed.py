@@ -167,12 +167,15 @@ def _gather_on_rank(rank: int, port: int, out: Path) -> None:
     # each rank "decodes" its share: image i is i + 1 everywhere, rank 0's are 2x3, rank 1's 3x2
     images = torch.stack([torch.full((1, 2 + rank, 3 - rank), int(k[1:]) + 1.0) for k in files.keys])
     whole = world.gather(Shard(files.keys, images, files.layout))
+    world.seed(0, 5)
+    draws = [torch.zeros(1) for _ in range(2)]
+    torch.distributed.all_gather(draws, torch.rand(1))
     if world.is_main:
-        torch.save({"keys": whole.keys, "images": whole.images, "layout": whole.layout}, out)
+        torch.save({"keys": whole.keys, "images": whole.images, "layout": whole.layout, "draws": draws}, out)
     world.stop()
 
 
-def test_each_rank_decodes_its_share_and_every_rank_gets_the_whole_cache(tmp_path):
+def test_each_rank_decodes_its_share_gets_the_whole_cache_and_draws_its_own_random_numbers(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -184,3 +187,9 @@ def test_each_rank_decodes_its_share_and_every_rank_gets_the_whole_cache(tmp_pat
     for i in range(5):
         h, w = (2, 3) if i % 2 == 0 else (3, 2)  # even items were rank 0's
         assert (images[i, 0, :h, :w] == i + 1).all() and images[i].sum() == (i + 1) * h * w
+    assert whole["draws"][0] != whole["draws"][1]  # dropout, noise and pools differ between the ranks
+    torch.manual_seed(3)
+    alone = torch.rand(1)
+    torch.manual_seed(3)
+    World().seed(0, 5)  # one process: its RNG stays as the checkpoint or --seed left it
+    assert torch.rand(1) == alone
