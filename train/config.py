@@ -164,8 +164,12 @@ class TrainConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _with_global_batch(self, handler: Any) -> dict[str, Any]:
-        """config.json and checkpoints also record the global batch: per-rank batch x ranks."""
-        return handler(self) | {"global_batch_size": self.batch_size * self.world_size}
+        """config.json and checkpoints also record the global batch: per-rank batch x ranks (in a dump that
+        has the batch size)."""
+        data = handler(self)
+        if "batch_size" in data:
+            data["global_batch_size"] = self.batch_size * self.world_size
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

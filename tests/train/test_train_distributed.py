@@ -23,7 +23,8 @@ from pairforge.train.config import TrainConfig
 from pairforge.train.distributed import World, check_sync_bn, rescale_step
 from pairforge.train.fast import Speed
 from pairforge.train.loop import train
-from pairforge.train.models import Pix2PixModel
+from pairforge.train.models import CycleGANModel, Pix2PixModel
+from tests.train.test_train_cyclegan import cycle_cfg, write_unaligned
 
 # Tiny nets without normalisation layers (no batch statistics; instance norm would do as well in exact arithmetic,
 # but its 1/sqrt(var + eps) on the near-constant channels of tiny nets turns float noise into percent-level
@@ -193,3 +194,22 @@ def test_each_rank_decodes_its_share_gets_the_whole_cache_and_draws_its_own_rand
     torch.manual_seed(3)
     World().seed(0, 5)  # one process: its RNG stays as the checkpoint or --seed left it
     assert torch.rand(1) == alone
+
+
+def test_cycle_gan_two_ranks_train_as_one_process_and_keep_their_own_pools(tmp_path, cli):
+    data = write_unaligned(tmp_path / "data", {"trainA": 5, "trainB": 3})
+    runs = tmp_path / "runs"
+    options = {"norm": "none", "optimizer": "sgd", "lr": 0.002, "print_freq": 1, "pool_size": 0}
+    one = cycle_cfg(data, runs, name="one", batch_size=2, max_steps=3, **options)
+    start = {f"net.{name}.{k}": v for name, net in CycleGANModel(one, torch.device("cpu")).networks.items()
+             for k, v in net.state_dict().items()}  # fmt: skip
+    train(one, quiet=True)
+    flat = one.model_dump(mode="json", include={"netG", "ngf", "ndf", "load_size", "crop_size", "n_epochs",
+                                                "n_epochs_decay", "device", *options})  # fmt: skip
+    common = ["train", "--model", "cycle_gan", "--dataroot", data, "--runs_dir", runs, *flags(flat), "--gpus", 2]
+    assert cli(*common, "--name", "ddp", "--batch_size", 1, "--max_steps", 3).code == 0
+    assert_same_training(weights(runs / "ddp"), weights(runs / "one"), start)
+    # with pools: rank 0's pool holds the fakes of its own samples only (one per step), not the global batch's
+    assert cli(*common, "--name", "pools", "--batch_size", 1, "--max_steps", 2, "--pool_size", 4).code == 0
+    pools = load_file(runs / "pools" / "checkpoints" / "latest.safetensors")
+    assert pools["state.pool.A.count"].item() == pools["state.pool.B.count"].item() == 2
