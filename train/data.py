@@ -246,12 +246,8 @@ class TrainBatches:
         world: int = 1,
     ) -> None:
         self.cache, self.device, self.channels_last = cache, device, channels_last
-        self.batch_size, self.seed, self.rank, self.global_batch = (
-            cfg.batch_size,
-            cfg.seed,
-            rank,
-            cfg.batch_size * world,
-        )
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.rank, self.global_batch = rank, cfg.batch_size * world  # DDP: this rank's slots of each global batch
         self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
         self.crop = crop_size_for(cfg, cache)
         self.steps_per_epoch = -(-len(cache.keys) // self.global_batch)
@@ -445,12 +441,8 @@ class UnalignedBatches:
         world: int = 1,
     ):
         self.cache, self.device, self.channels_last = cache, device, channels_last
-        self.batch_size, self.seed, self.rank, self.global_batch = (
-            cfg.batch_size,
-            cfg.seed,
-            rank,
-            cfg.batch_size * world,
-        )
+        self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.rank, self.global_batch = rank, cfg.batch_size * world  # DDP: this rank's slots of each global batch
         self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
         self.crop = crop_size_for(cfg, cache.a)
         crop_b = crop_size_for(cfg, cache.b)
