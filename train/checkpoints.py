@@ -31,8 +31,9 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", copy=True).contiguous()
 
 
-def save(path: Path, model: TrainableModel, step: int) -> None:
-    """Write the model's weights, optimizer state and RNG state at global `step`, atomically."""
+def save(path: Path, model: TrainableModel, step: int, **position: int) -> None:
+    """Write the model's weights, optimizer state and RNG state at global `step`, atomically; `position`
+    (global_batch, steps_per_epoch) goes into the metadata, for resuming with another world size."""
     tensors = {}
     for name, net in model.networks.items():
         tensors |= {f"net.{name}.{key}": _cpu(value) for key, value in net.state_dict().items()}
@@ -44,6 +45,7 @@ def save(path: Path, model: TrainableModel, step: int) -> None:
     if model.device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(model.device)
     metadata = {"format": FORMAT, "step": str(step), "config": model.cfg.model_dump_json()}
+    metadata |= {key: str(value) for key, value in position.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(tensors, tmp, metadata=metadata)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.invocation import command_line
 from pairforge.parsing import parse_size
 from pairforge.train.config import (
     CYCLE_GAN_DEFAULTS,
@@ -39,12 +40,18 @@ TRAIN_HELP = (
     "  pairforge train --model cycle_gan --dataroot datasets/horse2zebra  (unaligned trainA/, trainB/)\n\n"
     "  pairforge train --dataroot datasets/facades --logger tensorboard,wandb\n\n"
     "  pairforge train --dataroot 'shards/train-{000000..000031}.tar' --name big  (webdataset, streamed)\n\n"
+    "  pairforge train --dataroot datasets/cityscapes --gpus 8 --batch_size 4  (DDP via torchrun: global batch 32)\n\n"
+    "  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 --no-python pairforge"
+    " train ...\n\n"
     "--model cycle_gan trains CycleGAN on the unaligned layout; where not given, it uses resnet_9blocks, instance"
     " norm, no dropout and lsgan (the CycleGAN paper's defaults)."
 )
 
 TOGGLES = {"fast", "compile", "cuda_graph"}
 """Boolean options shown as --x/--no_x; every other boolean is a reference-style flag such as --no_flip."""
+
+SET_BY_RUN = {"world_size", "codings"}
+"""Fields the run sets (recorded in config.json), not flags."""
 
 ARCHITECTURE = {"model", "netG", "norm", "ngf", "no_dropout", "input_nc", "output_nc"}
 """Options that `test`/`translate` take for reference .pth files (pairforge checkpoints carry their own)."""
@@ -99,17 +106,23 @@ def _train_command() -> typing.Callable[..., None]:
         _flag("quiet", "-q", "--quiet", help="No progress bar or summary."),
         _flag("as_json", "--json", help="Print the summary as JSON."),
     ]
-    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items() if field.json_schema_extra]
+    fields = [_option(name, field) for name, field in TrainConfig.model_fields.items() if name not in SET_BY_RUN]
 
     def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
         given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
         if values["model"] == "cycle_gan":  # options not typed take cycle_gan's defaults (TrainConfig applies them)
             values = {k: v for k, v in values.items() if k in given or k not in CYCLE_GAN_DEFAULTS}
         cfg = _resumed_config(values, given) if resume else make_config(**values)
+        from pairforge.train.distributed import World, relaunch
         from pairforge.train.loop import train as run_training
 
+        world = World.from_env()
+        if cfg.gpus > 1 and not world.distributed:  # one process per GPU, through torchrun
+            relaunch(cfg.gpus, cfg.device, command_line()[1:])
+            return
         summary = run_training(cfg, resume=resume, overwrite=overwrite, quiet=quiet or as_json)
-        _report(summary, "training", quiet, as_json)
+        if world.is_main:
+            _report(summary, "training", quiet, as_json)
 
     train.__signature__ = inspect.Signature([*extra, *fields])  # type: ignore[attr-defined]
     train.__doc__ = TRAIN_HELP

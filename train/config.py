@@ -9,7 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_choices, parse_size
@@ -176,6 +185,15 @@ class TrainConfig(BaseModel):
     fast: bool | None = _opt(None, "Speed", "bf16, channels_last, fused Adam, compile, CUDA graph (default: on CUDA).")
     compile: bool = _opt(True, "Speed", "Fast mode: torch.compile the networks.")
     cuda_graph: bool = _opt(True, "Speed", "Fast mode: replay the whole training step as one CUDA graph.")
+    # several GPUs (DDP)
+    gpus: int = _opt(
+        1, "Distributed", "Ranks on this node: > 1 re-launches through torchrun (DDP); --batch_size is per rank.", gt=0
+    )
+    sync_bn: bool = _opt(False, "Distributed", "Synchronise BatchNorm statistics across GPUs (default: per GPU).")
+    lr_scale: Literal["none", "linear"] = _opt(
+        "none", "Distributed", "linear: multiply --lr by the number of ranks (the global batch grows with them)."
+    )
+    world_size: int = Field(1, ge=1, description="Ranks the run trains on: set by the run, not a flag.")
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +208,23 @@ class TrainConfig(BaseModel):
     def _default_name(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("name") and data.get("dataroot"):
             data = {**data, "name": default_name(data["dataroot"], data.get("model", "pix2pix"))}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived(cls, data: Any) -> Any:
+        """`global_batch_size` is written beside the options (see `_with_global_batch`), never read back."""
+        if isinstance(data, dict) and "global_batch_size" in data:
+            data = {k: v for k, v in data.items() if k != "global_batch_size"}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _with_global_batch(self, handler: Any) -> dict[str, Any]:
+        """config.json and checkpoints also record the global batch: per-rank batch x ranks (in a dump that
+        has the batch size)."""
+        data = handler(self)
+        if "batch_size" in data:
+            data["global_batch_size"] = self.batch_size * self.world_size
         return data
 
     @model_validator(mode="after")

@@ -227,7 +227,9 @@ class TrainBatches:
     """Random crops of the cache, `batch_size` pairs per step, `ceil(N / batch_size)` steps per epoch.
 
     The last batch of an epoch is filled up from the start of the epoch's order, so every batch has the same
-    shape (which CUDA graphs need).
+    shape (which CUDA graphs need). Under DDP the plan is made for the global batch (`batch_size` x `world`)
+    and rank `rank` takes its own `batch_size` slots of each: together the ranks see what one process with
+    the global batch would.
     """
 
     def __init__(
@@ -236,12 +238,15 @@ class TrainBatches:
         cfg: TrainConfig,
         device: torch.device,
         channels_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.cache, self.device, self.channels_last = cache, device, channels_last
         self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.rank, self.global_batch = rank, cfg.batch_size * world  # DDP: this rank's slots of each global batch
         self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
         self.crop = crop_size_for(cfg, cache)
-        self.steps_per_epoch = -(-len(cache.keys) // cfg.batch_size)
+        self.steps_per_epoch = -(-len(cache.keys) // self.global_batch)
         home = cache.inputs.device
         self._rows = torch.arange(self.crop[1], device=home)
         self._cols = torch.arange(self.crop[0], device=home)
@@ -253,12 +258,12 @@ class TrainBatches:
         gen = epoch_generator(self.seed, epoch)
         count = len(self.cache.keys)
         order = torch.randperm(count, generator=gen) if self.shuffle else torch.arange(count)
-        index = order[torch.arange(self.steps_per_epoch * self.batch_size) % count]
+        index = order[torch.arange(self.steps_per_epoch * self.global_batch) % count]
         return crop_plan(index, self.cache.sizes, self.crop, self.flip, gen, self.cache.inputs.device)
 
     def batch(self, plan: EpochPlan, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input, target) float batches in [-1, 1] on the training device: crop i of `plan`."""
-        slots = slice(step_in_epoch * self.batch_size, (step_in_epoch + 1) * self.batch_size)
+        """(input, target) float batches in [-1, 1] on the training device: crop i of `plan` (this rank's part)."""
+        slots = _rank_slots(step_in_epoch, self.global_batch, self.rank, self.batch_size)
         index, rows, cols = _crop_indices(plan, slots, self._rows, self._cols)
         inputs = _gather(self.cache.inputs, self._in_channels, index, rows, cols)
         targets = _gather(self.cache.targets, self._out_channels, index, rows, cols)
@@ -267,6 +272,11 @@ class TrainBatches:
             _finish(inputs, codings.input, self.device, self.channels_last),
             _finish(targets, codings.output, self.device, self.channels_last),
         )
+
+
+def _rank_slots(step_in_epoch: int, global_batch: int, rank: int, batch_size: int) -> slice:
+    start = step_in_epoch * global_batch + rank * batch_size
+    return slice(start, start + batch_size)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -420,11 +430,21 @@ class UnalignedBatches:
     """Random crops of both domains, `batch_size` of each per step, `ceil(max(N_A, N_B) / batch_size)` steps per
     epoch (as the reference's unaligned dataset). Each epoch shuffles A (cycling the smaller domain) and draws a
     random B for every A, as the reference does; `--serial_batches` takes both in order (A i with B i mod N_B).
-    Crops and flips are drawn independently per domain. The plan is a pure function of (seed, epoch)."""
+    Crops and flips are drawn independently per domain. The plan is a pure function of (seed, epoch); under
+    DDP it is made for the global batch and each rank takes its own slots, as in TrainBatches."""
 
-    def __init__(self, cache: UnalignedCache, cfg: TrainConfig, device: torch.device, channels_last: bool = False):
+    def __init__(
+        self,
+        cache: UnalignedCache,
+        cfg: TrainConfig,
+        device: torch.device,
+        channels_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.cache, self.device, self.channels_last = cache, device, channels_last
         self.batch_size, self.seed = cfg.batch_size, cfg.seed
+        self.rank, self.global_batch = rank, cfg.batch_size * world  # DDP: this rank's slots of each global batch
         self.flip, self.shuffle = not cfg.no_flip, not cfg.serial_batches
         self.crop = crop_size_for(cfg, cache.a)
         crop_b = crop_size_for(cfg, cache.b)
@@ -434,7 +454,7 @@ class UnalignedBatches:
                 f" {crop_b[0]}x{crop_b[1]}; use resize_and_crop or crop"
             )
         self.count = max(len(cache.a.keys), len(cache.b.keys))
-        self.steps_per_epoch = -(-self.count // cfg.batch_size)
+        self.steps_per_epoch = -(-self.count // self.global_batch)
         home = cache.device
         self._rows = torch.arange(self.crop[1], device=home)
         self._cols = torch.arange(self.crop[0], device=home)
@@ -445,7 +465,7 @@ class UnalignedBatches:
         """(plan of A, plan of B) for `epoch` (0-based)."""
         gen = epoch_generator(self.seed, epoch)
         size_a, size_b = len(self.cache.a.keys), len(self.cache.b.keys)
-        slots = self.steps_per_epoch * self.batch_size
+        slots = self.steps_per_epoch * self.global_batch
         order = torch.randperm(self.count, generator=gen) if self.shuffle else torch.arange(self.count)
         order = order[torch.arange(slots) % self.count]
         index_b = torch.randint(size_b, (slots,), generator=gen) if self.shuffle else order % size_b
@@ -454,8 +474,8 @@ class UnalignedBatches:
         return plan_a, crop_plan(index_b, self.cache.b.sizes, self.crop, self.flip, gen, home)
 
     def batch(self, plan: tuple[EpochPlan, EpochPlan], step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real A, real B) float batches in [-1, 1] on the training device."""
-        slots = slice(step_in_epoch * self.batch_size, (step_in_epoch + 1) * self.batch_size)
+        """(real A, real B) float batches in [-1, 1] on the training device (this rank's part)."""
+        slots = _rank_slots(step_in_epoch, self.global_batch, self.rank, self.batch_size)
         out = []
         for one, cache, channels in (
             (plan[0], self.cache.a, self._a_channels),

@@ -32,21 +32,28 @@ class Speed:
     fused: bool = False
     compile: bool = False
     cuda_graph: bool = False
+    notes: tuple[str, ...] = ()
+    """What was asked for but turned off, and why (printed when training starts)."""
 
     @classmethod
-    def choose(cls, cfg: TrainConfig, device: torch.device) -> Speed:
+    def choose(cls, cfg: TrainConfig, device: torch.device, distributed: bool = False) -> Speed:
         """`--fast` (default: on for CUDA) on a CUDA device; WGAN-GP's double backward cannot be compiled,
         SGD has no capturable tensor learning rate, so those drop compile / the CUDA graph. cycle_gan drops the
         CUDA graph for now: its image pools are written to be capturable (device RNG, tensor indices and count,
-        no host sync) but the captured step has not been verified on a GPU yet."""
+        no host sync) but the captured step has not been verified on a GPU yet. Under DDP the CUDA graph is off
+        (with a note): DDP's reducer decides on the host, every step, which gradient buckets to all-reduce,
+        which a replayed graph would skip."""
         if device.type != "cuda" or cfg.fast is False:
             return cls()
+        graph = cfg.cuda_graph and cfg.optimizer == "adam" and cfg.model != "cycle_gan"
+        notes = ("CUDA graph off under DDP (the gradient all-reduce is driven from the host each step)",)
         return cls(
             amp=True,
             channels_last=True,
             fused=True,
             compile=cfg.compile and cfg.gan_mode != "wgangp",
-            cuda_graph=cfg.cuda_graph and cfg.optimizer == "adam" and cfg.model != "cycle_gan",
+            cuda_graph=graph and not distributed,
+            notes=notes if graph and distributed else (),
         )
 
     def describe(self) -> str:

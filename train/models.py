@@ -5,7 +5,9 @@ the target. Variants: `--no_condition_D` (D sees outputs only), `--no_gan` (reco
 CycleGAN: generators G_A (A -> B) and G_B (B -> A), discriminators D_A (judges B images) and D_B (judges A
 images); one step = update both G (GAN + cycle + identity), then both D on fakes drawn from image pools.
 A model exposes `networks` and `optimizers` by name, plus `state_tensors` (extra state such as the image pools),
-which is all the checkpoint code needs.
+which is all the checkpoint code needs. Under torchrun each network is also wrapped in DistributedDataParallel
+(`ddp_*`) for the passes whose gradients train it; a pass through a network whose weights are frozen for the
+update (D during G's update) uses the plain network, so that DDP never waits for gradients that do not come.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pairforge.train.config import TrainConfig
+from pairforge.train.distributed import data_parallel
 from pairforge.train.fast import Speed
 from pairforge.train.losses import GANLoss, PerceptualLoss, gradient_penalty, reconstruction_loss
 from pairforge.train.networks import build_discriminator, build_generator, init_weights
@@ -99,6 +102,8 @@ class Pix2PixModel:
         memory_format = torch.channels_last if self.speed.channels_last else torch.preserve_format
         for net in self.networks.values():
             net.to(device, memory_format=memory_format).train()
+        self.ddp_G = data_parallel(self.net_G, cfg.sync_bn)
+        self.ddp_D = data_parallel(self.net_D, cfg.sync_bn) if self.net_D is not None else None
         self.optimizers = {
             name: make_optimizer(net.parameters(), cfg, self.speed, device) for name, net in self.networks.items()
         }
@@ -132,14 +137,14 @@ class Pix2PixModel:
         """One D update then one G update; returns (losses in `loss_names` order, G's outputs), both detached,
         without reading anything back to the host."""
         with self._autocast():
-            outputs = generate(self.net_G, inputs, self.cfg.noise_nc)
+            outputs = generate(self.ddp_G, inputs, self.cfg.noise_nc)
         d_losses = self._update_D(inputs, targets, outputs.detach()) if self.net_D is not None else []
         g_losses = self._update_G(inputs, targets, outputs)
         losses = torch.stack([loss.float() for loss in (*g_losses, *d_losses)])
         return losses.detach(), outputs.detach()
 
     def _update_D(self, inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor) -> list[torch.Tensor]:
-        net_d, optimizer = self.net_D, self.optimizers["D"]
+        net_d, optimizer = self.ddp_D, self.optimizers["D"]
         net_d.requires_grad_(True)
         optimizer.zero_grad(set_to_none=True)
         real, fake = self._d_input(inputs, targets), self._d_input(inputs, outputs)
@@ -162,7 +167,7 @@ class Pix2PixModel:
             losses = [loss_recon]
             if self.perceptual is not None:
                 losses.append(self.perceptual(outputs.float(), targets) * self.cfg.lambda_perceptual)
-            if self.net_D is not None:
+            if self.net_D is not None:  # the plain D: its weights are frozen here
                 loss_gan = self.gan_loss(self.net_D(self._d_input(inputs, outputs)), real=True, for_discriminator=False)
                 losses = [loss_gan, *losses]
         sum(losses).backward()
@@ -236,6 +241,7 @@ class CycleGANModel:
             for name, net in nets.items()
         }
         self.net_G_A, self.net_G_B, self.net_D_A, self.net_D_B = self._networks.values()
+        self.ddp = {name: data_parallel(net, cfg.sync_bn) for name, net in self._networks.items()}
         self.optimizers = {
             "G": make_optimizer(
                 itertools.chain(self.net_G_A.parameters(), self.net_G_B.parameters()), cfg, self.speed, device
@@ -272,23 +278,24 @@ class CycleGANModel:
     def train_step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both G updated, then both D; returns (losses in `loss_names` order, fake B), detached, no host sync."""
         cfg = self.cfg
+        g_a, g_b = self.ddp["G_A"], self.ddp["G_B"]
         with self._autocast():
-            fake_B = self.net_G_A(real_A)
-            rec_A = self.net_G_B(fake_B)
-            fake_A = self.net_G_B(real_B)
-            rec_B = self.net_G_A(fake_A)
+            fake_B = g_a(real_A)
+            rec_A = g_b(fake_B)
+            fake_A = g_b(real_B)
+            rec_B = g_a(fake_A)
         # ---- G_A and G_B -----------------------------------------------------------------------------------
         self.net_D_A.requires_grad_(False)
         self.net_D_B.requires_grad_(False)
         self.optimizers["G"].zero_grad(set_to_none=True)
-        with self._autocast():
+        with self._autocast():  # the plain Ds: their weights are frozen here
             loss_G_A = self.gan_loss(self.net_D_A(fake_B), real=True, for_discriminator=False)
             loss_G_B = self.gan_loss(self.net_D_B(fake_A), real=True, for_discriminator=False)
             loss_cycle_A = F.l1_loss(rec_A.float(), real_A) * cfg.lambda_A
             loss_cycle_B = F.l1_loss(rec_B.float(), real_B) * cfg.lambda_B
             a_side, b_side = [loss_G_A, loss_cycle_A], [loss_G_B, loss_cycle_B]
             if cfg.lambda_identity > 0:  # G_A should leave B images alone, G_B A images
-                idt_A, idt_B = self.net_G_A(real_B), self.net_G_B(real_A)
+                idt_A, idt_B = g_a(real_B), g_b(real_A)
                 a_side.append(F.l1_loss(idt_A.float(), real_B) * cfg.lambda_B * cfg.lambda_identity)
                 b_side.append(F.l1_loss(idt_B.float(), real_A) * cfg.lambda_A * cfg.lambda_identity)
         sum(a_side + b_side).backward()
@@ -297,8 +304,8 @@ class CycleGANModel:
         self.net_D_A.requires_grad_(True)
         self.net_D_B.requires_grad_(True)
         self.optimizers["D"].zero_grad(set_to_none=True)
-        loss_D_A = self._backward_D(self.net_D_A, real_B, self.pool_B.query(fake_B))
-        loss_D_B = self._backward_D(self.net_D_B, real_A, self.pool_A.query(fake_A))
+        loss_D_A = self._backward_D(self.ddp["D_A"], real_B, self.pool_B.query(fake_B))
+        loss_D_B = self._backward_D(self.ddp["D_B"], real_A, self.pool_A.query(fake_A))
         self.optimizers["D"].step()
         losses = torch.stack([loss.float() for loss in (loss_D_A, *a_side, loss_D_B, *b_side)])
         return losses.detach(), fake_B.detach()

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,28 +87,35 @@ def save_grid(path: Path, columns: list[torch.Tensor], rows: int = 4) -> np.ndar
 
 
 class JsonlLog:
-    """Appends one JSON object per line to log.jsonl, flushed at once (a crash loses nothing already logged)."""
+    """Appends one JSON object per line to log.jsonl, flushed at once (a crash loses nothing already logged).
+    Without a path (a DDP rank other than 0) it writes nothing."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a")
+    def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a") if path is not None else None
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            self.file.flush()
 
     def __enter__(self) -> JsonlLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class LossMeter:
-    """Sums loss tensors on the device; `read` is the only host sync (once per --print_freq steps)."""
+    """Sums loss tensors on the device; `read` is the only host sync (once per --print_freq steps). `reduce`
+    combines the sums of all DDP ranks (every rank reads at the same steps)."""
 
-    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
-        self.names = names
+    def __init__(
+        self, names: tuple[str, ...], device: torch.device, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
+        self.names, self.reduce = names, reduce or (lambda total: total)
         self.total = torch.zeros(len(names), device=device)
         self.count = 0
 
@@ -117,7 +125,7 @@ class LossMeter:
 
     def read(self) -> dict[str, float]:
         """Means since the last read (NaN/inf stay as they are, for the caller to check); then resets."""
-        means = (self.total / max(1, self.count)).tolist()
+        means = (self.reduce(self.total) / max(1, self.count)).tolist()
         self.total.zero_()
         self.count = 0
         return dict(zip(self.names, means, strict=True))

@@ -34,6 +34,8 @@ def test_reconstruction_loss_decreases_on_an_easy_task(ab_dataset, tiny):
     assert TrainConfig.model_validate_json((run / "config.json").read_text()) == cfg.model_copy(
         update={"codings": Codings()}
     )
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["world_size"], saved["global_batch_size"]) == (1, cfg.batch_size)
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(ab_dataset, tiny):
