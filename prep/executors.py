@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
+import cv2
+
 from pairforge.errors import UsageError
 from pairforge.prep.pairing import Pair
 
@@ -52,11 +54,18 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 KEEP_IN_HEAP = 32 * 2**20  # glibc's largest mmap threshold on 64-bit
 
 
-def keep_image_buffers_in_heap() -> None:
-    """Let glibc reuse freed image buffers instead of unmapping them. By default every buffer over 128 KiB (a
-    256x256 RGB image is 192 KiB) goes back to the kernel when freed and is page-faulted in again for the next
-    pair: reading, joining and writing 600 256x256 JPEG pairs took 74,000-87,000 minor page faults, and 510 with
-    this setting. A no-op where the C library is not glibc."""
+def tune_worker_process() -> None:
+    """Make a prep worker process cheap per image (called once in every worker).
+
+    - OpenCV runs single-threaded: parallelism comes from the worker processes, and OpenCV's own thread pool
+      spin-waits between calls (150,000 sched_yield calls for 1000 pairs on 2 workers), taking the cores the
+      other workers need.
+    - glibc reuses freed image buffers instead of unmapping them. By default every buffer over 128 KiB (a
+      256x256 RGB image is 192 KiB) goes back to the kernel when freed and is page-faulted in again for the next
+      pair: reading, joining and writing 600 256x256 JPEG pairs took 74,000-87,000 minor page faults, and 510
+      with this setting. A no-op where the C library is not glibc.
+    """
+    cv2.setNumThreads(1)
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, KEEP_IN_HEAP)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairforge.errors import UsageError
-from pairforge.prep.executors import LocalPool, RayCluster, keep_image_buffers_in_heap, run_sharded
+from pairforge.prep.executors import LocalPool, RayCluster, run_sharded, tune_worker_process
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
 from pairforge.prep.manifest import (
     ItemRecord,
@@ -199,7 +199,7 @@ _STATE: tuple | None = None
 def _init_worker(state: tuple) -> None:
     global _STATE
     _STATE = state
-    keep_image_buffers_in_heap()
+    tune_worker_process()
 
 
 def _run_shard(pairs: list[Pair]) -> list[tuple[str, dict]]:
