@@ -9,7 +9,15 @@ from PIL import Image
 
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.metrics.confusion import IGNORE
-from pairforge.train.metrics.fcn import FcnDataset, FcnProtocol, cityscapes_lut, fcn_score, normalise, predict
+from pairforge.train.metrics.fcn import (
+    FcnDataset,
+    FcnProtocol,
+    cityscapes_lut,
+    fcn_score,
+    normalise,
+    predict,
+    predict_fitting,
+)
 from pairforge.train.metrics.inputs import Sample
 from pairforge.train.metrics.segmenters import load_segmenter
 from tests.train.segnets import TinySeg, export_seg, label_ids, photo, save_png
@@ -91,6 +99,32 @@ def test_tiles_with_a_halo_give_the_whole_image_result(seg_files):
     assert not torch.equal(predict(seg, x, tile=8, halo=0), whole)
     with pytest.raises(PairforgeError, match=r"expected N x 34 x 45 x 70 scores, got \(2, 19, 45, 70\)"):
         predict(seg, x, classes=34)
+
+
+class SmallMemory:
+    """A segmenter that runs out of memory on inputs larger than `pixels`."""
+
+    def __init__(self, seg, pixels: int) -> None:
+        self.seg, self.pixels, self.sizes = seg, pixels, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[2:]))
+        if x.shape[2] * x.shape[3] > self.pixels:
+            raise torch.OutOfMemoryError("simulated")
+        return self.seg(x)
+
+
+def test_running_out_of_memory_tiles_by_itself_with_the_same_result(seg_files):
+    seg = load_segmenter(seg_files[0], CPU)
+    x = torch.randn(1, 3, 200, 300)
+    small = SmallMemory(seg, 140 * 140)
+    pred, tile = predict_fitting(small, x, None, 2, 19)
+    assert tile == 128 and torch.equal(pred, predict(seg, x))  # 300 -> 128: the halo keeps it exact
+    assert small.sizes[0] == (200, 300) and max(h * w for h, w in small.sizes[1:]) <= 132 * 132
+    with pytest.raises(PairforgeError, match=r"out of memory segmenting 1 x 200x300: .* give --seg-halo"):
+        predict_fitting(SmallMemory(seg, 140 * 140), x, None, 0, 19)  # no halo: tiles could change the result
+    with pytest.raises(PairforgeError, match="out of memory segmenting 1 x 200x300 in tiles of 64"):
+        predict_fitting(SmallMemory(seg, 10), x, None, 2, 19)
 
 
 def test_missing_labels_and_bad_model_files_are_one_line_errors(seg_files, samples, tmp_path):

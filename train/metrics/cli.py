@@ -84,7 +84,13 @@ def eval_command(
         typer.Option("--seg-tile", help="Segment in tiles of this size (less memory).", min=1, rich_help_panel=FCN),
     ] = None,
     seg_halo: Annotated[
-        int, typer.Option("--seg-halo", help="Context pixels around each tile.", min=0, rich_help_panel=FCN)
+        int,
+        typer.Option(
+            "--seg-halo",
+            help="Context pixels around each tile (cover the receptive field); with it, out of memory means tiles.",
+            min=0,
+            rich_help_panel=FCN,
+        ),
     ] = 0,
     inception_weights: Annotated[
         Path | None,

@@ -10,7 +10,7 @@ Protocol (recorded in metrics.json):
 Reading and resizing run in DataLoader workers, in batches; the network and the matrix run on the device.
 `tile` segments native images in tiles of that size with `halo` pixels of context on each side; the result
 equals the whole-image one when the halo covers the network's receptive field (and tiles are multiples of
-its output stride).
+its output stride). With a halo, running out of memory switches to tiles by itself (`predict_fitting`).
 """
 
 from __future__ import annotations
@@ -158,6 +158,33 @@ def predict(
     return pred
 
 
+MIN_TILE, TILE_STEP = 64, 32
+"""Out-of-memory tiling halves the tile (a multiple of TILE_STEP, FCN-8s's output stride) down to MIN_TILE."""
+
+
+def predict_fitting(
+    seg: Segmenter, x: torch.Tensor, tile: int | None, halo: int, classes: int | None
+) -> tuple[torch.Tensor, int | None]:
+    """`predict`, and when memory runs short (GPU or host) with a `halo` given, again in tiles half the size
+    (the same result: the halo covers the receptive field); returns the prediction and the tile that fitted.
+    Without a halo, tiling could change the result, so running short is a one-line error instead."""
+    while True:
+        try:
+            return predict(seg, x, tile, halo, classes), tile
+        except (torch.OutOfMemoryError, MemoryError):
+            side = (tile or max(x.shape[2:])) // 2 // TILE_STEP * TILE_STEP
+            if not halo or side < MIN_TILE:
+                raise PairforgeError(
+                    f"out of memory segmenting {x.shape[0]} x {x.shape[2]}x{x.shape[3]}"
+                    + (f" in tiles of {tile}" if tile else "")
+                    + ": lower --batch-size, or give --seg-halo covering the network's receptive field so that"
+                    " pairforge tiles the images (--seg-tile N to choose the tile)"
+                ) from None
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile = side
+
+
 def _argmax(scores_: torch.Tensor, x: torch.Tensor, classes: int | None) -> torch.Tensor:
     wrong_classes = classes is not None and scores_.dim() == 4 and scores_.shape[1] != classes
     if scores_.dim() != 4 or scores_.shape[2:] != x.shape[2:] or wrong_classes:
@@ -207,14 +234,8 @@ def fcn_score(
     task = progress.add_task("fcn-score", total=len(samples), rate="") if progress else None
     for images, labels in batches(samples, protocol, batch_size, workers):
         x = normalise(images.to(device, non_blocking=True), protocol)
-        try:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                pred = predict(seg, x, tile, halo, len(names))
-        except torch.OutOfMemoryError:
-            raise PairforgeError(
-                f"out of GPU memory segmenting {x.shape[0]} x {x.shape[2]}x{x.shape[3]}: lower --batch-size or give"
-                " --seg-tile N with --seg-halo covering the network's receptive field"
-            ) from None
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            pred, tile = predict_fitting(seg, x, tile, halo, len(names))  # a tile that fitted is kept
         confusion.update(pred, labels.to(device, non_blocking=True))
         if progress:
             progress.advance(task, images.shape[0])
@@ -224,4 +245,4 @@ def fcn_score(
         {"class": n, "acc": a, "iou": i}
         for n, a, i in zip(names, result.pop("per_class_acc"), result.pop("per_class_iou"), strict=True)
     ]
-    return result | {"per_class": table, "confusion": matrix.tolist(), "count": len(samples)}
+    return result | {"per_class": table, "confusion": matrix.tolist(), "count": len(samples), "tile": tile}
