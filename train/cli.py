@@ -231,11 +231,16 @@ def _generator(
     dropout: bool | None,
     test_size: str | None,
 ):
-    from pairforge.train.evaluate import load_generator
-    from pairforge.train.fast import resolve_device
-
     size = parse_size(test_size, "--test_size") if test_size else None
-    gen = load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
+    if Path(source).suffix == ".onnx":  # onnxruntime and NumPy only: no torch import
+        from pairforge.train.onnx_model import load_onnx
+
+        gen = load_onnx(Path(source), options, eval_mode, dropout)
+    else:
+        from pairforge.train.evaluate import load_generator
+        from pairforge.train.fast import resolve_device
+
+        gen = load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
     gen.size = size
     return gen
 
@@ -329,8 +334,8 @@ def translate(
 
       pairforge translate horse2zebra_cycle_gan zebras/ horses/ --direction BtoA
     """
-    from pairforge.train.evaluate import translate_folder
     from pairforge.train.runlog import progress_bar
+    from pairforge.train.translate import translate_folder
 
     values = {k: v for k, v in locals().items() if k in ARCHITECTURE | {"direction"}}
     options = _options(ctx, values, source)

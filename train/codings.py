@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pairforge.errors import PairforgeError
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,11 +48,24 @@ class Coding(BaseModel):
 
     def decode(self, network: torch.Tensor) -> np.ndarray:
         """Float (C, H, W) in [-1, 1] -> (H, W, C) array of the stored dtype (rounded and clipped for integers)."""
-        values = (network.detach().float().cpu().clamp(-1, 1) + 1) * ((self.high - self.low) / 2) + self.low
-        array = values.permute(1, 2, 0).numpy()
+        unit = (network.detach().float().cpu().clamp(-1, 1) + 1) / 2
+        return self.from_unit(unit.permute(1, 2, 0).numpy())
+
+    def to_unit(self, stored: np.ndarray) -> np.ndarray:
+        """Stored values -> float32 in [0, 1] (`low` -> 0, `high` -> 1): what an exported model takes."""
+        return ((stored.astype(np.float32) - self.low) / (self.high - self.low)).astype(np.float32)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Float in [0, 1] -> the stored dtype (rounded and clipped for integers)."""
+        values = np.clip(unit, 0, 1) * (self.high - self.low) + self.low
         if self.dtype == "float32":
-            return array.astype(np.float32)
-        return np.clip(np.rint(array), 0, DTYPE_MAX[self.dtype]).astype(self.dtype)
+            return values.astype(np.float32)
+        return np.clip(np.rint(values), 0, DTYPE_MAX[self.dtype]).astype(self.dtype)
+
+    def check(self, array: np.ndarray, path: Path) -> None:
+        """Every image of a side has the side's dtype (one coding per side)."""
+        if array.dtype.name != self.dtype:
+            raise PairforgeError(f"{path}: {array.dtype.name} pixels where {self.dtype} is expected (one per side)")
 
     def describe(self) -> str:
         unit = f" {self.unit}" if self.unit else ""

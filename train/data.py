@@ -21,15 +21,10 @@ import torch
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.codings import Coding, Codings, coding_for, dataset_depth
 from pairforge.train.config import TrainConfig, size_problem
-from pairforge.train.pixels import IMAGE_EXTENSIONS, cache_dtype, read_array, resize_array, to_channels, to_tensor
+from pairforge.train.pixels import list_images, read_array, read_image, resize_array, to_channels
 
 CACHE_GPU_FRACTION = 0.3
 """The cache goes to the GPU when it needs at most this fraction of the free GPU memory."""
-
-
-def list_images(folder: Path) -> dict[str, Path]:
-    """Image files directly in `folder`, by stem."""
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
 
 
 @dataclass(frozen=True)
@@ -93,11 +88,6 @@ def orient(a: np.ndarray, b: np.ndarray, direction: str, input_nc: int, output_n
     return to_channels(a, input_nc, "--input_nc"), to_channels(b, output_nc, "--output_nc")
 
 
-def read_image(path: Path, channels: int, flag: str) -> np.ndarray:
-    """One image file as (H, W, `channels`) of its own dtype."""
-    return to_channels(read_array(path), channels, flag)
-
-
 def _round_to(value: int, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
@@ -120,10 +110,16 @@ def side_coding(array: np.ndarray, cfg: TrainConfig, depth: tuple[float, float] 
     return coding_for(array.dtype.name, cfg.value_range, depth)
 
 
-def check_dtype(array: np.ndarray, coding: Coding, path: Path) -> None:
-    """Every image of a side must have the dtype of its first one (one coding per side)."""
-    if array.dtype.name != coding.dtype:
-        raise PairforgeError(f"{path}: {array.dtype.name} pixels, but this side's first image is {coding.dtype}")
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """(H, W, C) -> (C, H, W) tensor to cache: uint16 travels as int16 bits (`Coding.encode` reads them back)."""
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
+    if not chw.flags.writeable:
+        chw = chw.copy()
+    return torch.from_numpy(chw.view(np.int16) if chw.dtype == np.uint16 else chw)
+
+
+def cache_dtype(dtype: str) -> torch.dtype:
+    return {"uint8": torch.uint8, "uint16": torch.int16, "float32": torch.float32}[dtype]
 
 
 def stack(arrays: list[np.ndarray], coding: Coding) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +155,8 @@ class PairCache:
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             inp, tgt = first if i == 0 else read_pair(files, i, cfg.direction, cfg.input_nc, cfg.output_nc)
-            check_dtype(inp, codings.input, files.a[i])
-            check_dtype(tgt, codings.output, files.b[i])
+            codings.input.check(inp, files.a[i])
+            codings.output.check(tgt, files.b[i])
             return load_resize(inp, cfg, codings.input), load_resize(tgt, cfg, codings.output)
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -379,7 +375,7 @@ class ImageCache:
 
         def one(i: int) -> np.ndarray:
             image = first if i == 0 else read_image(paths[i], channels, flag)
-            check_dtype(image, coding, paths[i])
+            coding.check(image, paths[i])
             return load_resize(image, cfg, coding)
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:

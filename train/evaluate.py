@@ -41,10 +41,10 @@ from pairforge.errors import UsageError
 from pairforge.train import checkpoints
 from pairforge.train.codings import Coding, Codings
 from pairforge.train.config import TrainConfig, make_config, size_multiple
-from pairforge.train.data import check_dtype, find_pairs, find_unaligned, list_images, read_image, read_pair
+from pairforge.train.data import find_pairs, find_unaligned, read_pair, to_tensor
 from pairforge.train.models import generate, make_generator
 from pairforge.train.networks import build_generator
-from pairforge.train.pixels import read_array, resize_array, to_tensor, write_array
+from pairforge.train.pixels import read_array, read_image, resize_array, write_array
 from pairforge.train.runlog import RunDir, write_atomic
 
 PSNR_CAP = 100.0
@@ -70,6 +70,10 @@ class Generator:
     def codings(self) -> Codings:
         """How the run's stored values map to [-1, 1] (a reference .pth: 8-bit images)."""
         return self.cfg.codings or Codings()
+
+    def seed(self, seed: int) -> None:
+        """Seed test-time dropout and noise."""
+        torch.manual_seed(seed)
 
     def sized(self, image: np.ndarray, coding: Coding) -> np.ndarray:
         """`image` at --test_size, or as it is."""
@@ -138,9 +142,9 @@ def load_generator(
     --direction), from a reference .pth (architecture from `options`: --netG, --norm, --ngf, ...) or from an
     .onnx file written by `pairforge export` (run with onnxruntime)."""
     if Path(source).suffix == ".onnx":
-        from pairforge.train.export import load_onnx
+        from pairforge.train.onnx_model import load_onnx
 
-        return load_onnx(Path(source), options, eval_mode, dropout)
+        return load_onnx(Path(source), options, eval_mode, dropout)  # type: ignore[return-value]
     checkpoint, run = find_checkpoint(source, runs_dir, which)
     saved = checkpoints.read_config(checkpoint).model_dump() if checkpoint.suffix == ".safetensors" else {}
     cfg = make_config(**(saved | options))
@@ -246,13 +250,13 @@ def run_test(
     files = find_pairs(dataroot, phase, num_test)
     codings, direction = gen.codings, gen.cfg.direction
     masks = Path(dataroot) / phase / VALID_DIR if direction == "AtoB" else None
-    torch.manual_seed(seed)
+    gen.seed(seed)
     rows, suffixes = [], {}
     task = progress.add_task(f"test {phase}", total=len(files), rate="") if progress else None
     for i, key in enumerate(files.keys):
         inp, tgt = read_pair(files, i, direction, gen.cfg.input_nc, gen.cfg.output_nc)
-        check_dtype(inp, codings.input, files.a[i])
-        check_dtype(tgt, codings.output, files.b[i])
+        codings.input.check(inp, files.a[i])
+        codings.output.check(tgt, files.b[i])
         inp, tgt = gen.sized(inp, codings.input), gen.sized(tgt, codings.output)
         output = gen(inp)
         for suffix, array in (("real_A", inp), ("fake_B", output), ("real_B", tgt)):
@@ -288,7 +292,7 @@ def run_cycle_test(
 ) -> dict:
     """CycleGAN: A -> B -> A for every image of `<phase>A`, B -> A -> B for every image of `<phase>B`."""
     files = find_unaligned(dataroot, phase, gen.cfg.direction, num_test)
-    torch.manual_seed(seed)
+    gen.seed(seed)
     codings = gen.codings
     sides = [
         (
@@ -316,7 +320,7 @@ def run_cycle_test(
     for side, keys, paths, channels, coding, backward, names in sides:
         for key, path in zip(keys, paths, strict=True):
             image = read_image(path, *channels)
-            check_dtype(image, coding, path)
+            coding.check(image, path)
             image = gen.sized(image, coding)
             for name, array in zip(names, (image, *gen.cycle(image, backward)), strict=True):
                 suffixes[name] = write_array(results / "images" / f"{key}_{name}.png", array).suffix
@@ -351,30 +355,6 @@ def _cycle_html(metrics: dict, rows: dict[str, list[str]], suffixes: dict[str, s
             body += _image_row(key, names, suffixes) + "</tr>"
         body += "</table>"
     return _page(f"{metrics['phase']} results", body)
-
-
-def translate_folder(
-    gen: Generator, in_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None
-) -> int:
-    """Translate every image in `in_dir` into `<out_dir>/<stem>.png` (.tiff for what PNG cannot hold), at the
-    input's size."""
-    if not in_dir.is_dir():
-        raise UsageError(f"IN_DIR {in_dir}: folder not found")
-    images = list_images(in_dir)
-    if not images:
-        raise UsageError(f"IN_DIR {in_dir}: no images")
-    torch.manual_seed(seed)
-    codings = gen.codings
-    task = progress.add_task("translate", total=len(images), rate="") if progress else None
-    for key, path in images.items():
-        image = read_image(path, gen.cfg.input_nc, "--input_nc")
-        check_dtype(image, codings.input, path)
-        output = gen(gen.sized(image, codings.input))
-        height, width = image.shape[:2]
-        write_array(out_dir / f"{key}.png", resize_array(output, (width, height), codings.output))
-        if progress:
-            progress.advance(task)
-    return len(images)
 
 
 def _mean(rows: list[dict], name: str) -> float | None:

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pairforge.errors import PairforgeError, UsageError
-from pairforge.train.config import TrainConfig, make_config, size_multiple
-from pairforge.train.evaluate import Generator, load_generator
+from pairforge.train.config import TrainConfig, size_multiple
+from pairforge.train.evaluate import load_generator
+from pairforge.train.onnx_model import CONFIG_KEY, onnx_session
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = {False: 1e-4, True: 2e-2}
 """Largest allowed difference from the fp32 PyTorch generator, in [0, 1] units: fp32, and --half."""
-CONFIG_KEY = "pairforge_config"
 
 
 class Deployable(nn.Module):
@@ -188,45 +186,3 @@ def _torchscript_runner(path: Path):
             return module(x)
 
     return run
-
-
-def onnx_session(path: Path):
-    """An onnxruntime CPU session; a missing onnxruntime or an unreadable file is a one-line error."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UsageError(f"{path}: running .onnx models needs onnxruntime (pip install 'pairforge[export]')") from None
-    try:
-        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise PairforgeError(f"{path}: not a readable ONNX model ({exc})") from None
-
-
-class OnnxNet:
-    """An exported .onnx generator called as the PyTorch one is: [-1, 1] tensors in and out."""
-
-    def __init__(self, path: Path) -> None:
-        self.session = onnx_session(path)
-        self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = ((x.float().cpu() + 1) * 0.5).numpy().astype(self.dtype)
-        output = self.session.run(None, {"input": inputs})[0]
-        return torch.from_numpy(output.astype(np.float32)) * 2 - 1
-
-
-def load_onnx(path: Path, options: dict, eval_mode: bool = False, dropout: bool | None = None) -> Generator:
-    """A `Generator` running an exported .onnx file, with the run's config from its metadata (test-time
-    options such as --preprocess may change it)."""
-    import onnx
-
-    if eval_mode or dropout is not None:
-        raise UsageError("--eval / --test_dropout: fixed when the model was exported (pairforge export --eval)")
-    if not path.is_file():
-        raise UsageError(f"{path}: no such ONNX file")
-    session = OnnxNet(path)
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if CONFIG_KEY not in metadata:
-        raise UsageError(f"{path}: not exported by pairforge export (no {CONFIG_KEY} metadata)")
-    cfg = make_config(**(json.loads(metadata[CONFIG_KEY]) | options))
-    return Generator(session, cfg, path, None, torch.device("cpu"))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from pairforge.errors import PairforgeError
@@ -52,6 +51,16 @@ def decode_array(data: bytes, suffix: str, name: str) -> np.ndarray:
     except (OSError, ValueError) as exc:  # tifffile's TiffFileError is a ValueError
         raise PairforgeError(f"{name}: cannot read image ({exc})") from None
     return _as_hwc(array, name)
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files directly in `folder`, by stem."""
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()}
+
+
+def read_image(path: Path, channels: int, flag: str) -> np.ndarray:
+    """One image file as (H, W, `channels`) of its own dtype (`flag` names the channel option in errors)."""
+    return to_channels(read_array(path), channels, flag)
 
 
 def _as_hwc(array: np.ndarray, name: str) -> np.ndarray:
@@ -131,15 +140,3 @@ def write_array(path: Path, array: np.ndarray) -> Path:
             tifffile.imwrite(tmp, array, photometric="minisblack", planarconfig="contig")
     os.replace(tmp, path)
     return path
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """(H, W, C) -> (C, H, W) tensor to cache: uint16 travels as int16 bits (`Coding.encode` reads them back)."""
-    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
-    if not chw.flags.writeable:
-        chw = chw.copy()
-    return torch.from_numpy(chw.view(np.int16) if chw.dtype == np.uint16 else chw)
-
-
-def cache_dtype(dtype: str) -> torch.dtype:
-    return {"uint8": torch.uint8, "uint16": torch.int16, "float32": torch.float32}[dtype]

@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:  # torch is imported where tensors are used: `translate` with an .onnx runs without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def save_png(path: Path, image: np.ndarray) -> None:
 def to_image(tensor: torch.Tensor) -> np.ndarray:
     """One image in [-1, 1], (C, H, W) -> a uint8 preview: (H, W) gray from the first channel when there are fewer
     than 3, else (H, W, 3) from the first 3 channels."""
+    import torch
+
     array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     return array[0] if array.shape[0] < 3 else array[:3].transpose(1, 2, 0)
 
@@ -116,6 +121,8 @@ class LossMeter:
         self, names: tuple[str, ...], device: torch.device, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> None:
         self.names, self.reduce = names, reduce or (lambda total: total)
+        import torch
+
         self.total = torch.zeros(len(names), device=device)
         self.count = 0
 

@@ -24,8 +24,8 @@ import torch
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.codings import Codings, dataset_depth
 from pairforge.train.config import TrainConfig
-from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, side_coding
-from pairforge.train.pixels import decode_array, to_tensor
+from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, side_coding, to_tensor
+from pairforge.train.pixels import decode_array
 
 SHUFFLE_BUFFER = 1000
 """Samples held by the shuffle buffer (their encoded bytes: ~1000 x the size of one pair's files)."""

@@ -16,9 +16,10 @@ from torch import nn
 from pairforge.errors import PairforgeError
 from pairforge.train.codings import Coding, Codings, coding_for
 from pairforge.train.config import TrainConfig
-from pairforge.train.evaluate import Generator, run_padded, translate_folder
+from pairforge.train.evaluate import Generator, run_padded
 from pairforge.train.loop import train
 from pairforge.train.pixels import read_array, to_channels, write_array
+from pairforge.train.translate import translate_folder
 from tests.prep.test_nyu import make_mat, make_splits
 from tests.train.conftest import blobs
 from tests.train.test_train_evaluate import GREY, constant_checkpoint

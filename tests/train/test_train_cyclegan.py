@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from pairforge.train.config import TrainConfig
 from pairforge.train.data import UnalignedBatches, UnalignedCache, find_unaligned
-from pairforge.train.evaluate import load_generator, run_test, translate_folder
+from pairforge.train.evaluate import load_generator, run_test
 from pairforge.train.loop import train
 from pairforge.train.models import CycleGANModel, ImagePool, build_model
+from pairforge.train.translate import translate_folder
 from tests.train.conftest import blobs
 
 CPU = torch.device("cpu")

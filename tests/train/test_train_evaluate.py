@@ -12,8 +12,9 @@ from PIL import Image
 
 from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig
-from pairforge.train.evaluate import image_metrics, load_generator, run_test, translate_folder
+from pairforge.train.evaluate import image_metrics, load_generator, run_test
 from pairforge.train.models import Pix2PixModel
+from pairforge.train.translate import translate_folder
 from tests.train.conftest import write_ab
 
 CPU = torch.device("cpu")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime
@@ -14,9 +16,10 @@ from pairforge.cli import main
 from pairforge.errors import UsageError
 from pairforge.train import checkpoints
 from pairforge.train.config import TrainConfig
-from pairforge.train.evaluate import load_generator, translate_folder
+from pairforge.train.evaluate import load_generator
 from pairforge.train.export import export
 from pairforge.train.models import Pix2PixModel
+from pairforge.train.translate import translate_folder
 from tests.train.conftest import blobs
 
 CPU = torch.device("cpu")
@@ -89,6 +92,23 @@ def test_translate_with_the_onnx_model_equals_translate_with_the_checkpoint(tmp_
         a, b = (np.array(Image.open(tmp_path / d / f"im{i}.png")).astype(int) for d in ("torch", "onnx"))
         assert a.shape == b.shape and a.std() > 5
         assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.999  # float rounding at .5 only
+
+
+def test_translate_with_an_onnx_model_runs_without_torch(tmp_path):
+    source = checkpoint(tmp_path, "unet_128")
+    export(str(source), tmp_path / "g.onnx", "onnx", (128, 128))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(blobs(200, 3)[:120]).save(tmp_path / "in" / "odd.png")
+    gen = load_generator(str(source), tmp_path, "latest", CPU, {}, dropout=False)
+    translate_folder(gen, tmp_path / "in", tmp_path / "torch")
+    script = (  # torch made unimportable: the command must not need it for an .onnx model
+        "import sys; sys.modules['torch'] = None; from pairforge.cli import main; "
+        f"main(['translate', {str(tmp_path / 'g.onnx')!r}, {str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, '-q'])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    a, b = (np.array(Image.open(tmp_path / d / "odd.png")).astype(int) for d in ("torch", "out"))
+    assert a.shape == b.shape == (120, 200, 3) and np.abs(a - b).max() <= 1 and (a == b).mean() > 0.999
 
 
 def test_export_and_runs_commands(tmp_path, ab_dataset, tiny, capsys):
