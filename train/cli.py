@@ -275,7 +275,8 @@ def test(
     as_json: Json = False,
 ) -> None:
     """Translate a test split with a trained generator: images, index.html (input | output | target) and
-    metrics.json (L1, PSNR, SSIM against the targets).
+    metrics.json (L1, PSNR, SSIM against the targets; for 16-bit/float targets MAE and RMSE in their units, depth
+    in metres over measured pixels). Each image runs at its own size unless --test_size.
 
     Examples:
 
