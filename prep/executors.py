@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 import cv2
 
@@ -55,23 +57,36 @@ KEEP_IN_HEAP = 32 * 2**20  # glibc's largest mmap threshold on 64-bit
 
 
 def tune_worker_process() -> None:
-    """Make a prep worker process cheap per image (called once in every worker).
-
-    - OpenCV runs single-threaded: parallelism comes from the worker processes, and OpenCV's own thread pool
-      spin-waits between calls (150,000 sched_yield calls for 1000 pairs on 2 workers), taking the cores the
-      other workers need.
-    - glibc reuses freed image buffers instead of unmapping them. By default every buffer over 128 KiB (a
-      256x256 RGB image is 192 KiB) goes back to the kernel when freed and is page-faulted in again for the next
-      pair: reading, joining and writing 600 256x256 JPEG pairs took 74,000-87,000 minor page faults, and 510
-      with this setting. A no-op where the C library is not glibc.
-    """
-    cv2.setNumThreads(1)
+    """Let glibc reuse freed image buffers instead of unmapping them (called once in every worker). By default
+    every buffer over 128 KiB (a 256x256 RGB image is 192 KiB) goes back to the kernel when freed and is
+    page-faulted in again for the next pair: reading, joining and writing 600 256x256 JPEG pairs took
+    74,000-87,000 minor page faults, and 510 with this setting. A no-op where the C library is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, KEEP_IN_HEAP)
         libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_IN_HEAP)
     except (OSError, AttributeError):
         pass
+
+
+@contextmanager
+def single_threaded_opencv() -> Iterator[None]:
+    """Workers started inside run OpenCV single-threaded: parallelism comes from the processes, and OpenCV's own
+    thread pool spin-waits between calls (150,000 sched_yield calls for 1000 pairs on 2 workers), taking the
+    cores the other workers need. Set here, in the parent, around the start: a forked child inherits the setting
+    (calling `cv2.setNumThreads` in a child forked after the parent used OpenCV's pool deadlocks), a spawned one
+    reads `OPENCV_FOR_THREADS_NUM`. The parent's own setting is restored afterwards."""
+    threads, variable = cv2.getNumThreads(), os.environ.get("OPENCV_FOR_THREADS_NUM")
+    cv2.setNumThreads(1)
+    os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+        if variable is None:
+            os.environ.pop("OPENCV_FOR_THREADS_NUM", None)
+        else:
+            os.environ["OPENCV_FOR_THREADS_NUM"] = variable
 
 
 # Libraries whose threads or device state do not survive fork(): with one of them loaded, workers are spawned.
@@ -97,9 +112,10 @@ class LocalPool:
 
     def _start(self, workers: int, method: str) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(method)
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
-        for future in [pool.submit(int) for _ in range(workers)]:
-            future.result()  # start every worker now
+        with single_threaded_opencv():
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
+            for future in [pool.submit(int) for _ in range(workers)]:
+                future.result()  # start every worker now
         return pool
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +80,24 @@ def test_ray_builds_the_same_dataset_as_the_local_pool(tmp_path, monkeypatch):
         assert item == local_items[item.key]  # same paths and sha256: byte-identical files
     assert [r.paths["A"] for r in ray_manifest.rejected] == ["05.png"]
     assert ray_manifest.rejected[0].kind == "worker crashed"
+
+
+FORKED_AFTER_OPENCV = """
+import sys, cv2, numpy as np
+from pairforge.cli import main
+image = np.random.default_rng(0).random((1500, 1500, 3), dtype=np.float32)
+for _ in range(3):  # OpenCV's thread pool is busy in this process before the workers are forked
+    cv2.GaussianBlur(cv2.resize(image, (1200, 1200)), (5, 5), 1)
+assert "torch" not in sys.modules  # so the pool forks
+main(["combine", sys.argv[1], sys.argv[2], sys.argv[3], "--workers", "2", "-q"])
+"""
+
+
+def test_workers_forked_after_the_parent_used_opencv_do_not_hang(tmp_path):
+    for i in range(12):
+        save(tmp_path / "A" / f"{i}.png", pattern(32, 32, i))
+        save(tmp_path / "B" / f"{i}.png", pattern(32, 32, 50 + i))
+    args = [sys.executable, "-c", FORKED_AFTER_OPENCV, tmp_path / "A", tmp_path / "B", tmp_path / "out"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(read_manifest(tmp_path / "out").items) == 12
