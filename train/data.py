@@ -105,9 +105,13 @@ def load_resize(image: np.ndarray, cfg: TrainConfig, coding: Coding) -> np.ndarr
     return image
 
 
-def side_coding(array: np.ndarray, cfg: TrainConfig, depth: tuple[float, float] | None) -> Coding:
-    """The coding of a side whose first image is `array`."""
-    return coding_for(array.dtype.name, cfg.value_range, depth)
+def pair_codings(pair: tuple[np.ndarray, np.ndarray], cfg: TrainConfig, depth: tuple[float, float] | None) -> Codings:
+    """The codings of a paired dataset whose first (input, target) is `pair` (`depth`: see `dataset_depth`)."""
+    inp, tgt = pair
+    return Codings(
+        input=coding_for(inp.dtype.name, cfg.value_range, depth),
+        output=coding_for(tgt.dtype.name, cfg.value_range, depth),
+    )
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -150,8 +154,7 @@ class PairCache:
     def load(cls, files: PairFiles, cfg: TrainConfig) -> PairCache:
         """Decode and resize every pair once, in threads (the decoders release the GIL)."""
         first = read_pair(files, 0, cfg.direction, cfg.input_nc, cfg.output_nc)
-        depth = dataset_depth(cfg.dataroot)
-        codings = Codings(input=side_coding(first[0], cfg, depth), output=side_coding(first[1], cfg, depth))
+        codings = pair_codings(first, cfg, dataset_depth(cfg.dataroot))
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             inp, tgt = first if i == 0 else read_pair(files, i, cfg.direction, cfg.input_nc, cfg.output_nc)
@@ -369,9 +372,18 @@ class ImageCache:
     coding: Coding
 
     @classmethod
-    def load(cls, keys: list[str], paths: list[Path], channels: int, flag: str, cfg: TrainConfig) -> ImageCache:
+    def load(
+        cls,
+        keys: list[str],
+        paths: list[Path],
+        channels: int,
+        flag: str,
+        cfg: TrainConfig,
+        depth: tuple[float, float] | None,
+    ) -> ImageCache:
+        """One domain's images; `depth` is the dataset's recorded depth range (see `dataset_depth`)."""
         first = read_image(paths[0], channels, flag)
-        coding = side_coding(first, cfg, dataset_depth(cfg.dataroot))
+        coding = coding_for(first.dtype.name, cfg.value_range, depth)
 
         def one(i: int) -> np.ndarray:
             image = first if i == 0 else read_image(paths[i], channels, flag)
@@ -393,9 +405,10 @@ class UnalignedCache:
 
     @classmethod
     def load(cls, files: UnalignedFiles, cfg: TrainConfig) -> UnalignedCache:
+        depth = dataset_depth(cfg.dataroot)  # the manifest is read once for both domains
         return cls(
-            ImageCache.load(files.a_keys, files.a, cfg.input_nc, "--input_nc", cfg),
-            ImageCache.load(files.b_keys, files.b, cfg.output_nc, "--output_nc", cfg),
+            ImageCache.load(files.a_keys, files.a, cfg.input_nc, "--input_nc", cfg, depth),
+            ImageCache.load(files.b_keys, files.b, cfg.output_nc, "--output_nc", cfg, depth),
         )
 
     @property

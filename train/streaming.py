@@ -24,7 +24,7 @@ import torch
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.codings import Codings, dataset_depth
 from pairforge.train.config import TrainConfig
-from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, side_coding, to_tensor
+from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, pair_codings, to_tensor
 from pairforge.train.pixels import decode_array
 
 SHUFFLE_BUFFER = 1000
@@ -105,7 +105,7 @@ class ShardStream:
         first = sample_arrays(next(iter(_reader(files.urls[:1], None))), cfg)
         local = not files.urls[0].startswith(REMOTE)
         depth = dataset_depth(Path(files.urls[0]).parent) if local else None  # prep's depth range, if recorded
-        codings = Codings(input=side_coding(first[0], cfg, depth), output=side_coding(first[1], cfg, depth))
+        codings = pair_codings(first, cfg, depth)
         return cls(files, cfg, codings)
 
     def place(self, device: torch.device) -> ShardStream:
