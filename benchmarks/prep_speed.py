@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -77,6 +76,23 @@ COMBINE_ROUNDS = 3
 """The loop and pairforge alternate this many times; the median ratio is reported (a shared VM's disk and CPU
 vary by +-20% between minutes)."""
 
+SLOW_CREATE_MS = 0.2
+"""Creating an empty file normally takes 0.01-0.05 ms. On ext4 without a journal, for 1-6 minutes after many
+files were deleted, each new inode is found by scanning past every recently freed one in its block group
+(`recently_deleted()` in fs/ext4/ialloc.c), under a lock: creating a file then takes 0.3-0.8 ms, one at a time
+whatever the number of processes, and the benchmark measures the filesystem, not pairforge. So no round
+deletes anything (everything goes when the benchmark ends), and the cost is probed and reported."""
+
+
+def file_create_ms(folder: Path, files: int = 500) -> float:
+    """Milliseconds to create one empty file in a new sub-folder of `folder`."""
+    probe = folder / f"create_probe_{time.monotonic_ns()}"
+    probe.mkdir(parents=True)
+    start = time.perf_counter()
+    for i in range(files):
+        os.close(os.open(probe / f"{i:06d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.perf_counter() - start) * 1000 / files
+
 
 def bench_combine(workdir: Path, n: int) -> dict:
     a_dir, b_dir = generate_jpeg_pairs(workdir / "raw", n)
@@ -87,14 +103,15 @@ def bench_combine(workdir: Path, n: int) -> dict:
         os.link(a_dir / name, quarter_a / name)
         os.link(b_dir / name, quarter_b / name)
     _, peak_quarter, _ = run_pairforge(["combine", str(quarter_a), str(quarter_b), str(workdir / "out_quarter")])
+    create_ms = file_create_ms(workdir)
+    if create_ms > SLOW_CREATE_MS:
+        print(f"warning: one file create takes {create_ms:.2f} ms (many files deleted lately?), see SLOW_CREATE_MS")
     rounds = []
     for i in range(COMBINE_ROUNDS):
         base_s, base_n = timed(lambda i=i: opencv_combine_loop(a_dir, b_dir, workdir / f"baseline_{i}"))
         pf_s, peak_n, summary = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / f"out_{i}")])
         assert summary["written"] == base_n == n, summary
         rounds.append((base_s / pf_s, base_n / base_s, n / pf_s, summary["pairs_per_second"]))
-        shutil.rmtree(workdir / f"baseline_{i}")
-        shutil.rmtree(workdir / f"out_{i}")
     ratio, base_rate, pf_rate, in_run = sorted(rounds)[len(rounds) // 2]
     return {
         "benchmark": "combine 256x256 JPEG pairs",
@@ -105,6 +122,7 @@ def bench_combine(workdir: Path, n: int) -> dict:
         "pairforge_in_run_pairs_per_s": in_run,
         "ratio": round(ratio, 2),
         "ratios_of_rounds": [round(r[0], 2) for r in rounds],
+        "file_create_ms": round(create_ms, 3),
         "peak_rss_mib_n_over_4": peak_quarter,
         "peak_rss_mib_n": peak_n,
     }
@@ -338,10 +356,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
     parser.add_argument("--n", type=int, default=8000, help="pairs per benchmark (coco-pose: images, at most 400)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where inputs and outputs go (default: the system's temporary folder)"
+    )
     args = parser.parse_args()
     print(f"cores: {len(os.sched_getaffinity(0))}")
     for name in args.names or BENCHMARKS:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             result = BENCHMARKS[name](Path(tmp), args.n)
         for key, value in result.items():
             print(f"  {key:24s} {value}")

@@ -11,3 +11,9 @@ class UsageError(PairforgeError):
     """A bad flag, a missing input folder, an output inside its input (exit code 2)."""
 
     exit_code = 2
+
+
+class Interrupted(PairforgeError):
+    """Ctrl-C (SIGINT) stopped a command; what it finished is kept (exit code 130, as the shell's convention)."""
+
+    exit_code = 130

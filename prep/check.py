@@ -35,6 +35,10 @@ def check_dataset(root: Path, workers: int = 4) -> CheckReport:
     no unrecorded image sits in the dataset; the counts add up."""
     manifest = read_manifest(root)
     report = CheckReport(root, items=len(manifest.items))
+    if manifest.incomplete:
+        problem = "incomplete: the command that writes this dataset was interrupted; run it again to finish"
+        report.problems.append((MANIFEST_NAME, problem))
+        return report
     outputs = [o for item in manifest.items for o in item.outputs if o.layout != "webdataset"]
     members = [o for item in manifest.items for o in item.outputs if o.layout == "webdataset"]
     report.files = len(outputs) + len(members)

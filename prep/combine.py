@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,8 @@ class CombineBuilder:
     b_on_left: bool = False
 
     def __call__(self, pair: Pair) -> PairImages:
-        a = read_rgb(self.a_root / pair.sources["A"], self.background)
-        b = read_rgb(self.b_root / pair.sources["B"], self.background)
+        a = read_rgb(os.path.join(self.a_root, pair.sources["A"]), self.background)
+        b = read_rgb(os.path.join(self.b_root, pair.sources["B"]), self.background)
         a, b = reconcile(a, b, self.size_policy, self.background)
         if self.size is not None:
             a, b = resize(a, self.size, self.interpolation), resize(b, self.size, self.interpolation)

@@ -8,14 +8,16 @@ input is ever missing from the manifest.
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from itertools import islice
 
 import cv2
 
@@ -26,6 +28,8 @@ Result = tuple[str, dict]
 Shard = list[Pair]
 RunShard = Callable[[Shard], list[Result]]
 EXECUTORS = ("local", "ray")
+IN_FLIGHT = 4
+"""Shards submitted per local worker at a time: enough to keep it busy, few enough to hold little memory."""
 
 
 def shards_of(pairs: list[Pair], workers: int) -> list[Shard]:
@@ -89,6 +93,17 @@ def single_threaded_opencv() -> Iterator[None]:
             os.environ["OPENCV_FOR_THREADS_NUM"] = variable
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Workers forked inside never garbage-collect the objects they inherit (the job's pairs among them): a
+    collection would write to each object's header and copy every page of the parent's heap into each worker."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 # Libraries whose threads or device state do not survive fork(): with one of them loaded, workers are spawned.
 FORK_UNSAFE = ("torch", "onnxruntime", "ray")
 
@@ -112,30 +127,43 @@ class LocalPool:
 
     def _start(self, workers: int, method: str) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(method)
-        with single_threaded_opencv():
+        with single_threaded_opencv(), frozen_heap():
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
             for future in [pool.submit(int) for _ in range(workers)]:
                 future.result()  # start every worker now
         return pool
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
+        """Each shard with its results (or the exception that broke the pool), as they finish. At most
+        IN_FLIGHT shards per worker are submitted at a time: results are yielded and dropped as they come, so
+        the parent holds no more of them whatever the number of pairs."""
         if self.pool is None:  # the last one broke: retries run in a one-worker pool
             self.pool = self._start(1, start_method())
-        futures = {self.pool.submit(self.run_shard, shard): shard for shard in shards}
-        broken = False
-        for future in as_completed(futures):
-            try:
-                yield futures[future], future.result()
-            except BrokenProcessPool as exc:
-                broken = True
-                yield futures[future], exc
-        if broken:
+        waiting, running = iter(shards), {}
+        broken: BrokenProcessPool | None = None
+        while True:
+            if broken is None:
+                for shard in islice(waiting, self.workers * IN_FLIGHT - len(running)):
+                    running[self.pool.submit(self.run_shard, shard)] = shard
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                shard = running.pop(future)
+                try:
+                    yield shard, future.result()
+                except BrokenProcessPool as exc:
+                    broken = exc
+                    yield shard, exc
+        if broken is not None:
+            for shard in waiting:  # never submitted: retried like the shards the crash took down
+                yield shard, broken
             self.pool.shutdown(cancel_futures=True)
             self.pool = None
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        if self.pool is not None:  # shards not started yet (after Ctrl-C, say) are dropped
+            self.pool.shutdown(cancel_futures=True)
 
 
 class RayCluster:

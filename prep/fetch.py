@@ -111,7 +111,7 @@ def extract(archive: Path, out: Path) -> list[str]:
     """Extract image files atomically into `out` (via a temporary sibling folder); a single top folder is
     unwrapped. Returns the member names that were not extracted because they are not images."""
     members = archive_members(archive)
-    wanted = [m.name for m in members if not m.is_dir and is_image_name(Path(m.name))]
+    wanted = [m.name for m in members if not m.is_dir and is_image_name(m.name)]
     skipped = [m.name for m in members if not m.is_dir and m.name not in set(wanted)]
     tmp = out.with_name(f".{out.name}.extracting")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -18,8 +18,10 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from typing import IO
 
 # OpenCV's own decoder refuses images over this many pixels, like Pillow below (set before cv2 is imported).
 os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", "180000000")
@@ -35,6 +37,7 @@ MAX_PIXELS = 180_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 WHITE = (255, 255, 255)
+StrPath = str | os.PathLike[str]
 
 
 class ImageRejected(Exception):
@@ -46,14 +49,15 @@ class ImageRejected(Exception):
         self.kind = kind or reason.split(":")[0]
 
 
-def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+def is_image_name(path: StrPath) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: StrPath) -> bytes:
     """The file's bytes; unreadable and empty files become an `ImageRejected`."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ImageRejected(f"cannot read file: {exc.strerror}", "cannot read file") from None
     if not data:
@@ -61,7 +65,7 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def open_image(path: Path, data: bytes | None = None, exif: bool = True) -> Image.Image:
+def open_image(path: StrPath, data: bytes | None = None, exif: bool = True) -> Image.Image:
     """Decode fully, with EXIF orientation applied (unless `exif` is False); every failure becomes an
     `ImageRejected`."""
     data = read_bytes(path) if data is None else data
@@ -101,7 +105,7 @@ def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.nd
     return np.asarray(img.convert("RGB"))
 
 
-def read_rgb(path: Path, background: tuple[int, int, int] = WHITE, exif: bool = True) -> np.ndarray:
+def read_rgb(path: StrPath, background: tuple[int, int, int] = WHITE, exif: bool = True) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (see module docstring for the conversions).
 
     `exif=False` keeps the stored pixel order, for annotations made on it (COCO's are)."""
@@ -156,29 +160,48 @@ def encode(array: np.ndarray, fmt: ImageFormat) -> bytes:
     return buf.tobytes()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the destination folder, then `os.replace` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per process; one writer per output
+@contextmanager
+def atomic_file(path: StrPath, mode: str = "wb") -> Iterator[IO]:
+    """A file to write `path` through: a temporary file in the destination folder, moved into place by
+    `os.replace` when the block ends without an error, deleted otherwise."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # unique per process; one writer per output
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        with _open_creating_folder(tmp, mode) as fh:
+            yield fh
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+def _open_creating_folder(path: str, mode: str) -> IO:
+    """Open for writing; the folder is made only when missing (not one mkdir call per file)."""
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        return open(path, mode, encoding=encoding)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return open(path, mode, encoding=encoding)
+
+
+def write_atomic(path: StrPath, data: bytes) -> None:
+    """Write `data` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
+def sha256_file(path: StrPath) -> str:
+    with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def image_size(path: Path) -> tuple[int, int]:
+def image_size(path: StrPath) -> tuple[int, int]:
     """(width, height) from the header only."""
     with Image.open(path) as img:
         return img.size

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pairforge import __version__
 from pairforge.errors import PairforgeError
-from pairforge.prep.imageio import write_atomic
+from pairforge.prep.imageio import atomic_file
 
 SCHEMA = 1
 MANIFEST_NAME = "manifest.json"
@@ -61,11 +64,14 @@ class Manifest(BaseModel):
     items: list[ItemRecord] = Field(default_factory=list)
     rejected: list[RejectedRecord] = Field(default_factory=list)
     shards: list[ShardRecord] = Field(default_factory=list)
+    incomplete: bool = False
+    """Written at the start of a run and cleared at its end: True means the run was interrupted (its files so far
+    are intact; running the same command again finishes the dataset). Left out of the file when False."""
 
     def finalize(self) -> Manifest:
         """Sort items and rejections deterministically and recount the splits."""
         self.items.sort(key=lambda it: (it.split, it.key))
-        self.rejected.sort(key=lambda r: (sorted(r.paths.items()), r.reason))
+        self.rejected.sort(key=lambda r: _rejected_order(r.paths, r.reason))
         self.counts = dict(sorted(Counter(it.split for it in self.items).items()))
         self.shards.sort(key=lambda s: s.path)
         return self
@@ -74,13 +80,92 @@ class Manifest(BaseModel):
         return dict(Counter(r.kind for r in self.rejected).most_common())
 
 
+def _rejected_order(paths: dict[str, str], reason: str) -> tuple:
+    return sorted(paths.items()), reason
+
+
+@dataclass
+class ManifestBuilder:
+    """The manifest of a running job. Each item and rejection is kept as its line of JSON (a few hundred bytes)
+    instead of a tree of Python objects, so that memory per pair stays small, and `write` streams the file."""
+
+    header: Manifest
+    """Everything but the items and rejections."""
+    counts: Counter[str] = field(default_factory=Counter)
+    rejected_by_kind: Counter[str] = field(default_factory=Counter)
+    _items: list[tuple[str, str, str]] = field(default_factory=list)
+    _rejected: list[tuple[tuple, str]] = field(default_factory=list)
+
+    def add_item(self, record: dict) -> None:
+        """One output pair, shaped as `ItemRecord`."""
+        self._items.append((record["split"], record["key"], _line(record)))
+        self.counts[record["split"]] += 1
+
+    def add_rejected(self, record: dict) -> None:
+        """One input that did not become an output, shaped as `RejectedRecord`."""
+        record = {"paths": record["paths"], "reason": record["reason"], "kind": record["kind"]}
+        self._rejected.append((_rejected_order(record["paths"], record["reason"]), _line(record)))
+        self.rejected_by_kind[record["kind"]] += 1
+
+    @property
+    def rejected(self) -> int:
+        return len(self._rejected)
+
+    def write_started(self, root: Path) -> None:
+        """Mark `root` as a dataset being written (`incomplete`), with this run's options, before any pair is."""
+        _write(root, self.header.model_copy(update={"incomplete": True}), [], [])
+
+    def write(self, root: Path) -> None:
+        """Write manifest.json atomically: items in (split, key) order, rejections by path, one per line."""
+        self._items.sort(key=lambda entry: entry[:2])
+        self._rejected.sort(key=lambda entry: entry[0])
+        self.header.counts = dict(sorted(self.counts.items()))
+        self.header.shards.sort(key=lambda s: s.path)
+        _write(root, self.header, (line for _, _, line in self._items), (line for _, line in self._rejected))
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
 def manifest_path(root: Path) -> Path:
     return root / MANIFEST_NAME
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    text = json.dumps(manifest.finalize().model_dump(by_alias=True), indent=1, ensure_ascii=False)
-    write_atomic(manifest_path(root), (text + "\n").encode())
+    """Write a whole `Manifest` (built in memory) as `ManifestBuilder.write` does."""
+    manifest.finalize()
+    items = (_line(item.model_dump()) for item in manifest.items)
+    rejected = (_line(record.model_dump()) for record in manifest.rejected)
+    _write(root, manifest, items, rejected)
+
+
+def _write(root: Path, header: Manifest, items: Iterable[str], rejected: Iterable[str]) -> None:
+    """The header's fields pretty-printed, then items, rejections and shards one record per line. The C JSON
+    encoder does each record (Python's own encoder runs whenever `indent` is set, 5x slower), and the whole text
+    is never held in memory."""
+    fields = header.model_dump(by_alias=True, exclude={"items", "rejected", "shards"})
+    if not fields["incomplete"]:
+        del fields["incomplete"]
+    with atomic_file(manifest_path(root), "w") as fh:
+        fh.write("{\n")
+        for name, value in fields.items():
+            fh.write(f' "{name}": {json.dumps(value, ensure_ascii=False)},\n')
+        _write_list(fh, "items", items)
+        fh.write(",\n")
+        _write_list(fh, "rejected", rejected)
+        fh.write(",\n")
+        _write_list(fh, "shards", (_line(shard.model_dump()) for shard in header.shards))
+        fh.write("\n}\n")
+
+
+def _write_list(fh: TextIO, name: str, lines: Iterable[str]) -> None:
+    fh.write(f' "{name}": [')
+    separator = "\n  "
+    for line in lines:
+        fh.write(separator + line)
+        separator = ",\n  "
+    fh.write("\n ]" if separator != "\n  " else "]")
 
 
 def read_manifest(root: Path) -> Manifest:

@@ -80,9 +80,9 @@ def execute(job: Job, settings: RunSettings, reporting: Reporting) -> RunResult:
         print(json.dumps(summary, indent=1))
     elif not reporting.quiet:
         print_summary(summary)
-    if reporting.strict and result.manifest.rejected:
+    if reporting.strict and result.rejected:
         print(
-            f"error: {len(result.manifest.rejected)} inputs rejected (--strict); see {job.out}/manifest.json",
+            f"error: {result.rejected} inputs rejected (--strict); see {job.out}/manifest.json",
             file=sys.stderr,
         )
         raise typer.Exit(1)
@@ -97,9 +97,9 @@ def summarize(job: Job, result: RunResult, dry_run: bool) -> dict:
         "planned": len(job.pairs),
         "written": result.written,
         "skipped": result.skipped,
-        "rejected": len(result.manifest.rejected),
+        "rejected": result.rejected,
         "rejected_by_reason": result.rejected_by_kind,
-        "counts": result.manifest.counts,
+        "counts": result.counts,
         "seconds": round(result.seconds, 3),
         "pairs_per_second": round(pairs_done / result.seconds, 1) if result.seconds else None,
     }

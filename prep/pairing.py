@@ -79,7 +79,7 @@ class KeyRule:
         if self.match is not None:
             found = self.match.search(name)
             return safe_key(found.group("key")) if found else None
-        stem = Path(name).stem
+        stem = os.path.splitext(name)[0]
         if self.suffix and stem.endswith(self.suffix) and len(stem) > len(self.suffix):
             stem = stem[: -len(self.suffix)]
         return safe_key(stem)
@@ -133,8 +133,8 @@ def _entry_problem(name: str, is_dir: bool, key: str | None, by_split: bool) -> 
         return "sub-folder ignored (files are read from this folder only)"
     if by_split:
         return "file outside the split folders (train, val, test)"
-    if not is_image_name(Path(name)):
-        return f"not an image file ({Path(name).suffix or 'no extension'})"
+    if not is_image_name(name):
+        return f"not an image file ({os.path.splitext(name)[1] or 'no extension'})"
     if key is None:
         return "name does not match --match"
     return None

@@ -15,17 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairforge.errors import UsageError
+from pairforge.errors import Interrupted, UsageError
 from pairforge.prep.executors import LocalPool, RayCluster, run_sharded, tune_worker_process
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
-from pairforge.prep.manifest import (
-    ItemRecord,
-    Manifest,
-    RejectedRecord,
-    manifest_path,
-    read_manifest,
-    write_manifest,
-)
+from pairforge.prep.manifest import Manifest, ManifestBuilder, manifest_path, read_manifest
 from pairforge.prep.pairing import Pair, Rejection
 from pairforge.prep.progress import count_columns, progress_bar
 from pairforge.prep.shards import ShardSink
@@ -63,15 +56,13 @@ class RunSettings:
 
 @dataclass
 class RunResult:
-    manifest: Manifest
     written: int = 0
     skipped: int = 0
+    rejected: int = 0
+    rejected_by_kind: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """Pairs per split in the dataset."""
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def rejected_by_kind(self) -> dict[str, int]:
-        return self.manifest.rejected_by_kind()
 
 
 def default_workers() -> int:
@@ -81,20 +72,24 @@ def default_workers() -> int:
 def run_job(job: Job, settings: RunSettings) -> RunResult:
     """Check the output folder, build every pair (in parallel), write the manifest, return the counts."""
     _check_output(job, settings.overwrite)
-    manifest = Manifest(
+    header = Manifest(
         command=job.command,
         sources={role: str(path) for role, path in job.sources.items()},
         options=job.options,
         layouts=[layout.name for layout in job.layouts],
-        rejected=[RejectedRecord(paths=r.paths, reason=r.reason, kind=r.kind) for r in job.rejected],
     )
-    result = RunResult(manifest)
+    manifest = ManifestBuilder(header)
+    for rejection in job.rejected:
+        manifest.add_rejected({"paths": rejection.paths, "reason": rejection.reason, "kind": rejection.kind})
+    result = RunResult()
     if settings.dry_run:
-        return result
+        return _counted(result, manifest)
+    resuming = manifest_path(job.out).is_file() and not settings.overwrite
     stale = _previous_outputs(job.out) if settings.overwrite else set()
     job.out.mkdir(parents=True, exist_ok=True)
+    manifest.write_started(job.out)
     start = time.perf_counter()
-    executor = _executor(job, settings)
+    executor = _executor(job, settings, resuming)
     streamed = next((layout for layout in job.layouts if layout.streamed), None)
     pairs = sorted(job.pairs, key=lambda p: (p.split, p.key)) if streamed else job.pairs
     sink = ShardSink(job.out, streamed, pairs) if streamed else None
@@ -102,26 +97,36 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
         with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
             for status, record in executor.results(pairs):
                 if status == "rejected":
-                    manifest.rejected.append(RejectedRecord(**record))
-                    if sink:
-                        sink.skip(record["paths"])
+                    manifest.add_rejected(record)
+                    finished = sink.skip(record["paths"]) if sink else []
                 else:
                     members = record.pop("members", {})
-                    item = ItemRecord.model_validate(record)
-                    manifest.items.append(item)
-                    if sink:
-                        sink.add(item, members)
+                    finished = sink.add(record, members) if sink else [record]
                     result.written += status == "written"
                     result.skipped += status == "skipped"
+                for item in finished:
+                    manifest.add_item(item)
+                    stale.difference_update(output["path"] for output in item["outputs"])
                 update(advance=1)
         if sink:
-            manifest.shards = sink.close()
+            header.shards = sink.close()
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: {result.written + result.skipped} of {len(job.pairs)} pairs are in {job.out}; "
+            "run the same command again to finish"
+        ) from None
     finally:
         executor.close()
     result.seconds = time.perf_counter() - start
-    for rel in stale - {o.path for it in manifest.items for o in it.outputs}:
+    for rel in stale:
         (job.out / rel).unlink(missing_ok=True)
-    write_manifest(job.out, manifest)
+    manifest.write(job.out)
+    return _counted(result, manifest)
+
+
+def _counted(result: RunResult, manifest: ManifestBuilder) -> RunResult:
+    result.rejected, result.rejected_by_kind = manifest.rejected, dict(manifest.rejected_by_kind.most_common())
+    result.counts = dict(sorted(manifest.counts.items()))
     return result
 
 
@@ -182,10 +187,10 @@ class _Sharded:
         self.backend.close()
 
 
-def _executor(job: Job, settings: RunSettings):
+def _executor(job: Job, settings: RunSettings, resuming: bool):
     """Start the workers that will build the job's pairs."""
     workers = min(settings.workers or default_workers(), max(1, len(job.pairs)))
-    state = (job.out, job.builder, job.layouts, job.formats, settings.overwrite)
+    state = (os.fspath(job.out), job.builder, job.layouts, job.formats, resuming)
     if settings.executor == "ray":
         return _Sharded(RayCluster(_run_shard_with_state, state, settings.ray_address), workers)
     if workers <= 1 or len(job.pairs) < 4:
@@ -215,12 +220,12 @@ def _process(pair: Pair) -> tuple[str, dict]:
     """Build one pair and write its files (or keep intact existing ones); never raises for bad input.
 
     Returns plain dicts (cheap to send between processes) shaped as `ItemRecord` or `RejectedRecord`."""
-    out, builder, layouts, formats, overwrite = _STATE
+    out, builder, layouts, formats, resuming = _STATE
     item = {"key": pair.key, "split": pair.split, "sources": pair.sources}
     planned = [f for layout in layouts for f in _tagged(layout, pair, None, formats)]
     streamed = any(layout.streamed for layout in layouts)  # shards are rebuilt on every run
-    if not overwrite and not streamed and all((out / rel).is_file() for _, rel, _, _ in planned):
-        return "skipped", {**item, "outputs": [_existing(out, name, rel) for name, rel, _, _ in planned]}
+    if resuming and not streamed and all(os.path.isfile(f"{out}/{rel}") for _, rel, _, _ in planned):
+        return "skipped", {**item, "outputs": [_existing(f"{out}/{rel}", name, rel) for name, rel, _, _ in planned]}
     members: dict[str, bytes] = {}
     try:
         images = builder(pair)
@@ -232,8 +237,8 @@ def _process(pair: Pair) -> tuple[str, dict]:
                     members[rel] = data
                     height, width = payload.shape[:2]
                 else:
-                    write_atomic(out / rel, data)
-                    height, width = _shape_of(payload, out / rel)
+                    write_atomic(f"{out}/{rel}", data)
+                    height, width = _shape_of(payload, f"{out}/{rel}")
                 outputs.append(
                     {"layout": name, "path": rel, "sha256": sha256_bytes(data), "width": width, "height": height}
                 )
@@ -251,16 +256,16 @@ def _tagged(layout: Layout, pair: Pair, images: PairImages | None, formats: Form
     ]
 
 
-def _shape_of(payload, path: Path) -> tuple[int, int]:
+def _shape_of(payload, path: str) -> tuple[int, int]:
     if isinstance(payload, bytes):
         width, height = image_size(path)
         return height, width
     return payload.shape[0], payload.shape[1]
 
 
-def _existing(out: Path, layout: str, rel: str) -> dict:
-    width, height = image_size(out / rel)
-    return {"layout": layout, "path": rel, "sha256": sha256_file(out / rel), "width": width, "height": height}
+def _existing(path: str, layout: str, rel: str) -> dict:
+    width, height = image_size(path)
+    return {"layout": layout, "path": rel, "sha256": sha256_file(path), "width": width, "height": height}
 
 
 def require_inputs(*folders: Path) -> None:

@@ -18,7 +18,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from pairforge.prep.manifest import ItemRecord, ShardRecord
+from pairforge.prep.manifest import ShardRecord
 from pairforge.prep.pairing import Pair
 from pairforge.prep.writers import WebDatasetLayout, shard_key
 
@@ -43,50 +43,56 @@ class ShardSink:
         self.tmp.mkdir(parents=True)
         self.by_key = {(p.split, p.key): i for i, p in enumerate(pairs)}
         self.by_sources = {_sources(p.sources): i for i, p in enumerate(pairs)}
-        self.pending: dict[int, tuple[ItemRecord, dict[str, bytes]] | None] = {}
+        self.pending: dict[int, tuple[dict, dict[str, bytes]] | None] = {}
         self.next = 0
         self.writer = None
         self.split: str | None = None
         self.counts: Counter[str] = Counter()
         self.shards: list[ShardRecord] = []
 
-    def add(self, item: ItemRecord, members: dict[str, bytes]) -> None:
-        """A built pair: its members are written once every pair before it is done."""
-        self.pending[self.by_key[(item.split, item.key)]] = (item, members)
-        self._flush()
+    def add(self, item: dict, members: dict[str, bytes]) -> list[dict]:
+        """A built pair (an `ItemRecord` as a dict): its members are written once every pair before it is done.
+        Returns the items written by this call, their webdataset outputs' paths now prefixed with their shard."""
+        self.pending[self.by_key[(item["split"], item["key"])]] = (item, members)
+        return self._flush()
 
-    def skip(self, paths: dict[str, str]) -> None:
-        """A rejected pair: nothing to write, but the pairs after it may go on."""
+    def skip(self, paths: dict[str, str]) -> list[dict]:
+        """A rejected pair: nothing to write, but the pairs after it may go on (returned as by `add`)."""
         index = self.by_sources.get(_sources(paths))
-        if index is not None:
-            self.pending[index] = None
-            self._flush()
+        if index is None:
+            return []
+        self.pending[index] = None
+        return self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> list[dict]:
+        written = []
         while self.next in self.pending:
             entry = self.pending.pop(self.next)
             self.next += 1
             if entry is not None:
                 self._write(*entry)
+                written.append(entry[0])
+        return written
 
-    def _write(self, item: ItemRecord, members: dict[str, bytes]) -> None:
-        if item.split != self.split:
+    def _write(self, item: dict, members: dict[str, bytes]) -> None:
+        split, key = item["split"], item["key"]
+        if split != self.split:
             self._finish_writer()
-            self.split = item.split
-            pattern = str(self.tmp / f"{item.split}-%06d.tar")
+            self.split = split
+            pattern = str(self.tmp / f"{split}-%06d.tar")
             self.writer = self.writer_class(
                 pattern, maxsize=self.shard_size, maxcount=2**62, verbose=0, post=self._done, encoder=False, mtime=0
             )
-        base = shard_key(item.key)
-        record = {"key": item.key, "split": item.split, "sources": item.sources}
+        base = shard_key(key)
+        record = {"key": key, "split": split, "sources": item["sources"]}
         sample = {"__key__": base, "json": json.dumps(record, sort_keys=True).encode()}
         sample |= {name.removeprefix(f"{base}."): data for name, data in members.items()}
         self.writer.write(sample)
         shard = Path(self.writer.fname).name
         self.counts[shard] += 1
-        for output in item.outputs:
-            if output.layout == WebDatasetLayout.name:
-                output.path = f"{shard}/{output.path}"
+        for output in item["outputs"]:
+            if output["layout"] == WebDatasetLayout.name:
+                output["path"] = f"{shard}/{output['path']}"
 
     def _done(self, fname: str) -> None:
         path = Path(fname)

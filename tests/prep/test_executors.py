@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from pairforge.errors import Interrupted
+from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import CombineBuilder
 from pairforge.prep.imageio import ImageFormat
 from pairforge.prep.manifest import read_manifest
@@ -54,6 +56,37 @@ def test_a_crashing_worker_loses_no_pair(tmp_path):
     [rejected] = manifest.rejected
     assert rejected.paths == {"A": "07.png", "B": "07.png"}
     assert rejected.reason.startswith("worker crashed while building this pair")
+
+
+@dataclass(frozen=True)
+class CtrlCBuilder:
+    """Builds pairs until `key`, where the user presses Ctrl-C."""
+
+    inner: CombineBuilder
+    key: str
+
+    def __call__(self, pair: Pair) -> PairImages:
+        if pair.key == self.key:
+            raise KeyboardInterrupt
+        return self.inner(pair)
+
+
+def test_an_interrupted_first_run_is_marked_and_a_re_run_finishes_it(tmp_path):
+    job = make_job(tmp_path, 12, lambda b: CtrlCBuilder(b, "05"))
+    with pytest.raises(Interrupted, match=r"^interrupted: 5 of 12 pairs are in .*; run the same command again"):
+        run_job(job, RunSettings(workers=1, progress=False))
+    assert read_manifest(job.out).incomplete
+    assert sorted(p.name for p in (job.out / "train").iterdir()) == [f"{i:02d}.png" for i in range(5)]  # no temp
+    assert [problem for _, problem in check_dataset(job.out).problems] == [
+        "incomplete: the command that writes this dataset was interrupted; run it again to finish"
+    ]
+
+    finished = run_job(replace(job, builder=job.builder.inner), RunSettings(workers=2, progress=False))
+    assert (finished.skipped, finished.written) == (5, 7)
+    assert check_dataset(job.out).ok
+    fresh = replace(job, out=tmp_path / "fresh", builder=job.builder.inner)
+    run_job(fresh, RunSettings(workers=2, progress=False))
+    assert read_manifest(job.out).items == read_manifest(fresh.out).items
 
 
 def test_unknown_executor_and_missing_ray_are_one_line_errors(tmp_path, cli, monkeypatch):
