@@ -53,8 +53,8 @@ def find_pairs(a_dir: Path, b_dir: Path, a_rule: KeyRule, b_rule: KeyRule, split
 
 def default_format(pairs: list[Pair]) -> str:
     """PNG when any input is lossless (exactness is kept), JPEG when every input is already lossy."""
-    lossless = any(Path(rel).suffix.lower() in LOSSLESS for p in pairs for rel in p.sources.values())
-    return "png" if lossless else "jpg"
+    extensions = {os.path.splitext(rel)[1].lower() for p in pairs for rel in p.sources.values()}
+    return "png" if extensions & LOSSLESS else "jpg"
 
 
 def reconcile(a: np.ndarray, b: np.ndarray, policy: str, background=WHITE) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,8 @@ def fetch_file(url: str, dest: Path, retry: Retry = Retry(), progress: Progress 
 
 
 def _transfer(url: str, part: Path, timeout: float, progress: Progress | None) -> None:
+    import urllib.request  # here, not at the top: the HTTP stack (ssl, email, ...) costs every command 40 ms
+
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -93,7 +95,7 @@ def _network_message(url: str, exc: Exception) -> str:
     reason = getattr(exc, "reason", exc)
     if isinstance(reason, socket.gaierror | ConnectionRefusedError | TimeoutError | socket.timeout):
         return (
-            f"cannot reach {urllib.request.urlparse(url).netloc} ({reason}); offline? "
+            f"cannot reach {urllib.parse.urlparse(url).netloc} ({reason}); offline? "
             "use --url with a mirror or a file:// copy of the archive, or set PAIRFORGE_MIRROR"
         )
     return f"{url}: download failed ({reason})"

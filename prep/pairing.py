@@ -13,7 +13,7 @@ import numpy as np
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_list
-from pairforge.prep.imageio import is_image_name
+from pairforge.prep.imageio import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -100,7 +100,7 @@ def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> Folder
     for split, prefix in folders:
         for name, is_dir in _entries(root / split):
             key = None if is_dir else rule.key_of(name)
-            reason = _entry_problem(name, is_dir, key, by_split=False)
+            reason = _entry_problem(name, os.path.splitext(name)[1], is_dir, key, by_split=False)
             if reason:
                 index.rejected.append(Rejection({role: prefix + name}, reason))
                 continue
@@ -108,7 +108,8 @@ def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> Folder
     if by_split:
         for name, is_dir in _entries(root):
             if name not in SPLITS:
-                index.rejected.append(Rejection({role: name}, _entry_problem(name, is_dir, None, by_split=True)))
+                problem = _entry_problem(name, os.path.splitext(name)[1], is_dir, None, by_split=True)
+                index.rejected.append(Rejection({role: name}, problem))
     for (split, key), rels in groups.items():
         if len(rels) == 1:
             index.files[(split, key)] = rels[0]
@@ -124,7 +125,7 @@ def _entries(folder: Path) -> list[tuple[str, bool]]:
         return sorted((e.name, e.is_dir()) for e in entries)
 
 
-def _entry_problem(name: str, is_dir: bool, key: str | None, by_split: bool) -> str | None:
+def _entry_problem(name: str, extension: str, is_dir: bool, key: str | None, by_split: bool) -> str | None:
     if name.startswith("."):
         return "hidden file"
     if is_dir:
@@ -133,8 +134,8 @@ def _entry_problem(name: str, is_dir: bool, key: str | None, by_split: bool) -> 
         return "sub-folder ignored (files are read from this folder only)"
     if by_split:
         return "file outside the split folders (train, val, test)"
-    if not is_image_name(name):
-        return f"not an image file ({os.path.splitext(name)[1] or 'no extension'})"
+    if extension.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file ({extension or 'no extension'})"
     if key is None:
         return "name does not match --match"
     return None
