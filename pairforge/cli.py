@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -10,15 +11,24 @@ from pairforge import __version__
 from pairforge.errors import PairforgeError
 from pairforge.invocation import set_argv
 
-app = typer.Typer(
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Raw image collections -> aligned image-to-image datasets -> pix2pix/CycleGAN models.\n\n"
+HELP = (
+    "Raw image collections -> aligned image-to-image datasets -> pix2pix/CycleGAN models.\n\n"
     "Examples:\n\n"
     "  pairforge combine photos/ sketches/ datasets/faces --size 256\n\n"
     "  pairforge prep cityscapes ~/data/cityscapes datasets/cityscapes\n\n"
-    "  pairforge check datasets/faces",
+    "  pairforge check datasets/faces"
 )
+
+COMMAND_MODULES = {
+    **dict.fromkeys(
+        ("prep", "combine", "split", "pair", "unpair", "check", "fetch", "edges", "rmbg"), "pairforge.prep.cli"
+    ),
+    **dict.fromkeys(("run", "recipes", "report"), "pairforge.commands"),
+    **dict.fromkeys(("train", "test", "translate", "export", "runs"), "pairforge.train.cli"),
+    "eval": "pairforge.train.metrics.cli",
+}
+"""The module whose `register(app)` adds each command. `pairforge COMMAND` imports that module alone: a prep
+command starts without the trainer's, the recipes' and the evaluation's modules (and Typer builds one group)."""
 
 
 def _version(value: bool) -> None:
@@ -27,7 +37,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
@@ -35,22 +44,26 @@ def root(
     """Raw image collections -> aligned image-to-image datasets -> pix2pix/CycleGAN models."""
 
 
-def _register() -> None:
-    from pairforge import commands
-    from pairforge.prep import cli as prep_cli
-
-    app.add_typer(prep_cli.prep_app, name="prep")
-    prep_cli.register(app)
-    commands.register(app)
-    from pairforge.train import cli as train_cli
-
-    train_cli.register(app)
-    from pairforge.train.metrics import cli as eval_cli
-
-    eval_cli.register(app)
+def build_app(command: str | None = None) -> typer.Typer:
+    """The `pairforge` app with the commands of `command`'s module, or with every command (help, a typo)."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help=HELP)
+    app.callback()(root)
+    modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else dict.fromkeys(COMMAND_MODULES.values())
+    for module in modules:
+        importlib.import_module(module).register(app)
+    return app
 
 
-_register()
+def __getattr__(name: str) -> typer.Typer:
+    """`pairforge.cli.app`: the whole command tree, built on first use."""
+    if name != "app":
+        raise AttributeError(name)
+    globals()["app"] = build_app()
+    return globals()["app"]
+
+
+def _command_in(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     set_argv(argv)
     try:
-        app(args=argv, prog_name="pairforge")
+        build_app(_command_in(argv))(args=argv, prog_name="pairforge")
     except PairforgeError as exc:
         if "--debug" in argv:
             raise

@@ -142,9 +142,9 @@ def _expanded(recipe: Recipe, path: Path, data_root: Path | None) -> Recipe:
 
 def click_command(words: list[str]):
     """The (Typer-vendored) Click command behind `pairforge WORDS...`, e.g. ["prep", "cityscapes"]."""
-    from pairforge.cli import app
+    from pairforge.cli import build_app
 
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(build_app(words[0] if words else None))
     for word in words:
         found = command.get_command(typer.Context(command), word) if hasattr(command, "get_command") else None
         if found is None:

@@ -462,7 +462,8 @@ def fetch(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the folder commands to the root app."""
+    """Add `prep <dataset>` and the folder commands to the root app."""
+    app.add_typer(prep_app, name="prep")
     for command in (combine, split, pair, unpair, check, fetch):
         app.command(help=command.__doc__)(command)
     folder_tools.register(app)
