@@ -1,8 +1,9 @@
 """Where a job's pairs run: a local process pool or a Ray cluster, both in shards of pairs.
 
-Both run the same per-pair code (`runner._process`). A shard whose worker dies (a crash in a decoder, a killed
-node) is run again pair by pair; a pair that still takes its worker down is rejected with the reason, so no
-input is ever missing from the manifest.
+Both run the same per-pair code (`runner._process`) and give results back in the order of the pairs, whatever
+order the workers finish in: the runner can then write the manifest and the shards as it goes. A shard whose
+worker dies (a crash in a decoder, a killed node) is run again at once, pair by pair, each pair alone; a pair
+that still takes its worker down is rejected with the reason, so no input is ever missing from the manifest.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import multiprocessing
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from itertools import islice
@@ -29,7 +31,8 @@ Shard = list[Pair]
 RunShard = Callable[[Shard], list[Result]]
 EXECUTORS = ("local", "ray")
 IN_FLIGHT = 4
-"""Shards submitted per local worker at a time: enough to keep it busy, few enough to hold little memory."""
+"""Shards per local worker submitted ahead of the oldest unfinished one: enough to keep every worker busy, few
+enough that the finished results waiting for it hold little memory."""
 
 
 def shards_of(pairs: list[Pair], workers: int) -> list[Shard]:
@@ -39,21 +42,18 @@ def shards_of(pairs: list[Pair], workers: int) -> list[Shard]:
 
 
 def run_sharded(backend, pairs: list[Pair], workers: int) -> Iterator[Result]:
-    """Yield every pair's result; pairs of crashed shards are retried alone, then rejected."""
-    suspects: list[Pair] = []
+    """Every pair's result, in the order of `pairs`; the pairs of a crashed shard are retried alone, in place."""
     for shard, outcome in backend.map_shards(shards_of(pairs, workers)):
-        if isinstance(outcome, Exception):
-            suspects += shard
-        else:
+        if not isinstance(outcome, Exception):
             yield from outcome
-    singles = [[pair] for pair in suspects]
-    retried = backend.map_shards(singles) if backend.isolated else (r for s in singles for r in backend.map_shards([s]))
-    for (pair,), outcome in retried:
-        if isinstance(outcome, Exception):
-            reason = f"worker crashed while building this pair ({type(outcome).__name__})"
-            yield "rejected", {"paths": pair.sources, "reason": reason, "kind": "worker crashed"}
-        else:
-            yield from outcome
+            continue
+        for pair in shard:
+            alone = backend.run_alone([pair])
+            if isinstance(alone, Exception):
+                reason = f"worker crashed while building this pair ({type(alone).__name__})"
+                yield "rejected", {"paths": pair.sources, "reason": reason, "kind": "worker crashed"}
+            else:
+                yield from alone
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -117,16 +117,16 @@ def start_method() -> str:
 
 class LocalPool:
     """Worker processes on this machine, started at once (before any progress-bar thread exists, so they can be
-    forked). A crash breaks the whole pool, so retries run one pair at a time, in a new pool after each crash."""
-
-    isolated = False
+    forked). A crash breaks the whole pool: the shards it had in flight are handed back as failed (the runner
+    retries their pairs one at a time in a spare one-worker pool) and a new pool runs the rest."""
 
     def __init__(self, run_shard: RunShard, init: Callable, state: tuple, workers: int):
         self.run_shard, self.init, self.state, self.workers = run_shard, init, state, workers
-        self.pool: ProcessPoolExecutor | None = self._start(workers, start_method())
+        self.pool = self._start(workers)
+        self.spare: ProcessPoolExecutor | None = None
 
-    def _start(self, workers: int, method: str) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context(method)
+    def _start(self, workers: int) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context(start_method())
         with single_threaded_opencv(), frozen_heap():
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
             for future in [pool.submit(int) for _ in range(workers)]:
@@ -134,43 +134,46 @@ class LocalPool:
         return pool
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
-        """Each shard with its results (or the exception that broke the pool), as they finish. At most
-        IN_FLIGHT shards per worker are submitted at a time: results are yielded and dropped as they come, so
-        the parent holds no more of them whatever the number of pairs."""
-        if self.pool is None:  # the last one broke: retries run in a one-worker pool
-            self.pool = self._start(1, start_method())
-        waiting, running = iter(shards), {}
-        broken: BrokenProcessPool | None = None
+        """Each shard with its results (or the exception of the crash that took it down), in order. Submission
+        runs IN_FLIGHT shards per worker ahead of the oldest unfinished one."""
+        waiting = iter(shards)
+        running: deque[tuple[Shard, Future]] = deque()
         while True:
-            if broken is None:
-                for shard in islice(waiting, self.workers * IN_FLIGHT - len(running)):
-                    running[self.pool.submit(self.run_shard, shard)] = shard
+            for shard in islice(waiting, self.workers * IN_FLIGHT - len(running)):
+                running.append((shard, self.pool.submit(self.run_shard, shard)))
             if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                shard = running.pop(future)
-                try:
-                    yield shard, future.result()
-                except BrokenProcessPool as exc:
-                    broken = exc
-                    yield shard, exc
-        if broken is not None:
-            for shard in waiting:  # never submitted: retried like the shards the crash took down
-                yield shard, broken
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = None
+                return
+            shard, future = running.popleft()
+            try:
+                yield shard, future.result()
+            except BrokenProcessPool as exc:
+                yield shard, exc
+                while running:  # those not finished died with the pool: their pairs are retried alone
+                    shard, future = running.popleft()
+                    finished = future.done() and future.exception() is None
+                    yield shard, future.result() if finished else exc
+                self.pool.shutdown(cancel_futures=True)
+                self.pool = self._start(self.workers)
+
+    def run_alone(self, shard: Shard) -> list[Result] | Exception:
+        """Run `shard` in the spare one-worker pool; a crash there is returned (and the spare started anew)."""
+        self.spare = self.spare or self._start(1)
+        try:
+            return self.spare.submit(self.run_shard, shard).result()
+        except BrokenProcessPool as exc:
+            self.spare.shutdown()
+            self.spare = None
+            return exc
 
     def close(self) -> None:
-        if self.pool is not None:  # shards not started yet (after Ctrl-C, say) are dropped
-            self.pool.shutdown(cancel_futures=True)
+        for pool in (self.pool, self.spare):
+            if pool is not None:  # shards not started yet (after Ctrl-C, say) are dropped
+                pool.shutdown(cancel_futures=True)
 
 
 class RayCluster:
     """Ray tasks, one per shard, on a local Ray instance or the cluster at `address` (`auto` or HOST:PORT).
     Outputs must be on a filesystem every node sees."""
-
-    isolated = True
 
     def __init__(self, run_shard_with_state: Callable, state: tuple, address: str | None):
         try:
@@ -185,14 +188,20 @@ class RayCluster:
         self.state = ray.put(state)
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
-        pending = {self.task.remote(self.state, shard): shard for shard in shards}
-        while pending:
-            [ref], _ = self.ray.wait(list(pending), num_returns=1)
-            shard = pending.pop(ref)
-            try:
-                yield shard, self.ray.get(ref)
-            except self.ray.exceptions.RayError as exc:
-                yield shard, exc
+        """Each shard with its results (or the task's error), in order; every shard is submitted at once and
+        the cluster's scheduler spreads them (finished results wait in Ray's object store, not here)."""
+        refs = [self.task.remote(self.state, shard) for shard in shards]
+        for shard, ref in zip(shards, refs, strict=True):
+            yield shard, self._get(ref)
+
+    def run_alone(self, shard: Shard) -> list[Result] | Exception:
+        return self._get(self.task.remote(self.state, shard))
+
+    def _get(self, ref) -> list[Result] | Exception:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            return exc
 
     def close(self) -> None:
         if self.started:

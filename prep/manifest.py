@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,19 +87,27 @@ def _rejected_order(paths: dict[str, str], reason: str) -> tuple:
 
 @dataclass
 class ManifestBuilder:
-    """The manifest of a running job. Each item and rejection is kept as its line of JSON (a few hundred bytes)
-    instead of a tree of Python objects, so that memory per pair stays small, and `write` streams the file."""
+    """The manifest of a running job. Items come in (split, key) order and go straight to a temporary file as
+    lines of JSON, so memory does not grow with the number of pairs; `write` streams them into manifest.json.
+    Rejections (usually few) are kept as their JSON lines and sorted at the end."""
 
     header: Manifest
     """Everything but the items and rejections."""
     counts: Counter[str] = field(default_factory=Counter)
     rejected_by_kind: Counter[str] = field(default_factory=Counter)
-    _items: list[tuple[str, str, str]] = field(default_factory=list)
+    _spool: TextIO | None = None
+    _last: tuple[str, str] = ("", "")
     _rejected: list[tuple[tuple, str]] = field(default_factory=list)
 
     def add_item(self, record: dict) -> None:
-        """One output pair, shaped as `ItemRecord`."""
-        self._items.append((record["split"], record["key"], _line(record)))
+        """One output pair, shaped as `ItemRecord`, after every pair that sorts before it."""
+        order = (record["split"], record["key"])
+        if order < self._last:
+            raise ValueError(f"manifest items out of order: {order} after {self._last}")
+        self._last = order
+        if self._spool is None:  # an anonymous file: gone when closed, or when the process ends
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (open until write)
+        self._spool.write(_line(record) + "\n")
         self.counts[record["split"]] += 1
 
     def add_rejected(self, record: dict) -> None:
@@ -117,11 +126,17 @@ class ManifestBuilder:
 
     def write(self, root: Path) -> None:
         """Write manifest.json atomically: items in (split, key) order, rejections by path, one per line."""
-        self._items.sort(key=lambda entry: entry[:2])
         self._rejected.sort(key=lambda entry: entry[0])
         self.header.counts = dict(sorted(self.counts.items()))
         self.header.shards.sort(key=lambda s: s.path)
-        _write(root, self.header, (line for _, _, line in self._items), (line for _, line in self._rejected))
+        items: Iterable[str] = []
+        if self._spool is not None:
+            self._spool.seek(0)
+            items = (line.rstrip("\n") for line in self._spool)
+        _write(root, self.header, items, (line for _, line in self._rejected))
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
 
 def _line(record: dict) -> str:

@@ -25,7 +25,7 @@ def safe_key(name: str) -> str:
     return key or "_"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pair:
     """One output pair: its key, split and the source file of each role, relative to that role's root."""
 

@@ -91,23 +91,22 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     start = time.perf_counter()
     executor = _executor(job, settings, resuming)
     streamed = next((layout for layout in job.layouts if layout.streamed), None)
-    pairs = sorted(job.pairs, key=lambda p: (p.split, p.key)) if streamed else job.pairs
-    sink = ShardSink(job.out, streamed, pairs) if streamed else None
+    sink = ShardSink(job.out, streamed) if streamed else None
+    pairs = sorted(job.pairs, key=lambda p: (p.split, p.key))  # the manifest's order, and the shards'
     try:
-        with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(job.pairs)) as update:
+        with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(pairs)) as update:
             for status, record in executor.results(pairs):
+                update(advance=1)
                 if status == "rejected":
                     manifest.add_rejected(record)
-                    finished = sink.skip(record["paths"]) if sink else []
-                else:
-                    members = record.pop("members", {})
-                    finished = sink.add(record, members) if sink else [record]
-                    result.written += status == "written"
-                    result.skipped += status == "skipped"
-                for item in finished:
-                    manifest.add_item(item)
-                    stale.difference_update(output["path"] for output in item["outputs"])
-                update(advance=1)
+                    continue
+                members = record.pop("members", {})
+                if sink:
+                    sink.add(record, members)
+                manifest.add_item(record)
+                stale.difference_update(output["path"] for output in record["outputs"])
+                result.written += status == "written"
+                result.skipped += status == "skipped"
         if sink:
             header.shards = sink.close()
     except KeyboardInterrupt:

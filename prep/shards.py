@@ -1,11 +1,10 @@
 """The `webdataset` layout's shards: workers encode each pair's members, the parent writes them here.
 
-Workers finish pairs in any order; the sink holds early arrivals back and writes samples in (split, key) order,
-so the same input and options give the same shards, byte for byte (fixed tar metadata, mtime 0). Each split
-gets its own shards, `<split>-NNNNNN.tar`, started anew when one holds `--shard-size` bytes of members, written
-with the `webdataset` library's ShardWriter into a hidden folder and moved into place when the run ends
-(an interrupted run never leaves a half-written shard). Shards cannot be appended to in key order, so a re-run
-rebuilds them all.
+The runner hands pairs over in (split, key) order (the executors keep the pairs' order), so the same input and
+options give the same shards, byte for byte (fixed tar metadata, mtime 0). Each split gets its own shards,
+`<split>-NNNNNN.tar`, started anew when one holds `--shard-size` bytes of members, written with the `webdataset`
+library's ShardWriter into a hidden folder and moved into place when the run ends (an interrupted run never
+leaves a half-written shard). Shards cannot be appended to in key order, so a re-run rebuilds them all.
 """
 
 from __future__ import annotations
@@ -19,21 +18,16 @@ from collections import Counter
 from pathlib import Path
 
 from pairforge.prep.manifest import ShardRecord
-from pairforge.prep.pairing import Pair
 from pairforge.prep.writers import WebDatasetLayout, shard_key
 
 TMP_FOLDER = ".webdataset.tmp"
 SHARD_NAME = re.compile(r"^(?P<split>.+)-\d{6}\.tar$")
 
 
-def _sources(paths: dict[str, str]) -> tuple:
-    return tuple(sorted(paths.items()))
-
-
 class ShardSink:
-    """Writes each finished pair's members into the shards of its split, in the order of `pairs`."""
+    """Writes each finished pair's members into the shards of its split; pairs come in (split, key) order."""
 
-    def __init__(self, out: Path, layout: WebDatasetLayout, pairs: list[Pair]) -> None:
+    def __init__(self, out: Path, layout: WebDatasetLayout) -> None:
         from webdataset import ShardWriter  # imported here: only `--layout webdataset` needs the library
 
         self.writer_class = ShardWriter
@@ -41,40 +35,13 @@ class ShardSink:
         self.tmp = out / TMP_FOLDER
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self.by_key = {(p.split, p.key): i for i, p in enumerate(pairs)}
-        self.by_sources = {_sources(p.sources): i for i, p in enumerate(pairs)}
-        self.pending: dict[int, tuple[dict, dict[str, bytes]] | None] = {}
-        self.next = 0
         self.writer = None
         self.split: str | None = None
         self.counts: Counter[str] = Counter()
         self.shards: list[ShardRecord] = []
 
-    def add(self, item: dict, members: dict[str, bytes]) -> list[dict]:
-        """A built pair (an `ItemRecord` as a dict): its members are written once every pair before it is done.
-        Returns the items written by this call, their webdataset outputs' paths now prefixed with their shard."""
-        self.pending[self.by_key[(item["split"], item["key"])]] = (item, members)
-        return self._flush()
-
-    def skip(self, paths: dict[str, str]) -> list[dict]:
-        """A rejected pair: nothing to write, but the pairs after it may go on (returned as by `add`)."""
-        index = self.by_sources.get(_sources(paths))
-        if index is None:
-            return []
-        self.pending[index] = None
-        return self._flush()
-
-    def _flush(self) -> list[dict]:
-        written = []
-        while self.next in self.pending:
-            entry = self.pending.pop(self.next)
-            self.next += 1
-            if entry is not None:
-                self._write(*entry)
-                written.append(entry[0])
-        return written
-
-    def _write(self, item: dict, members: dict[str, bytes]) -> None:
+    def add(self, item: dict, members: dict[str, bytes]) -> None:
+        """Write a built pair (an `ItemRecord` as a dict); its webdataset outputs' paths get their shard's name."""
         split, key = item["split"], item["key"]
         if split != self.split:
             self._finish_writer()
