@@ -3,9 +3,11 @@
     python benchmarks/prep_speed.py                 # every benchmark
     python benchmarks/prep_speed.py combine --n 3000
 
-Each benchmark prints pairs/s of pairforge (all cores, the real CLI in a subprocess, start-up included) and of
-the baseline loop measured in the same run, their ratio, and pairforge's peak memory (largest process; combine:
-for n/4 and n inputs, to show it does not grow with the dataset).
+Each benchmark prints pairs/s of pairforge (all cores, the real CLI in a subprocess) and of the baseline loop
+measured in the same run, their ratio, and pairforge's peak memory (largest process; combine: for n/4 and n
+inputs, to show it does not grow with the dataset). Both sides run as their users run them, each in a fresh
+Python process timed from start to exit, start-up and imports included. `combine` keeps every round's outputs
+until it ends (see SLOW_CREATE_MS): about 5 GB of disk for the default --n 8000.
 """
 
 from __future__ import annotations
@@ -58,17 +60,20 @@ def opencv_combine_loop(a_dir: Path, b_dir: Path, out: Path) -> int:
 def run_pairforge(args: list[str]) -> tuple[float, int, dict]:
     """Run `pairforge ARGS --json` in a fresh process: (seconds, peak RSS of its largest process in MiB, summary)."""
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pairforge.cli", *args, "--json"], capture_output=True, text=True, check=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "pairforge.cli", *args, "--json"], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"pairforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
     return seconds, peak_mib, json.loads(proc.stdout)
 
 
-def timed(fn: Callable[[], int]) -> tuple[float, int]:
+def run_baseline(name: str, *args: Path) -> tuple[float, int]:
+    """Run baseline loop `name` the way its users run such a script, in a fresh Python process (start-up and
+    imports included, as for pairforge's CLI): (seconds, count)."""
     start = time.perf_counter()
-    count = fn()
+    command = [sys.executable, __file__, "--baseline", name, *map(str, args)]
+    count = int(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     return time.perf_counter() - start, count
 
 
@@ -108,7 +113,7 @@ def bench_combine(workdir: Path, n: int) -> dict:
         print(f"warning: one file create takes {create_ms:.2f} ms (many files deleted lately?), see SLOW_CREATE_MS")
     rounds = []
     for i in range(COMBINE_ROUNDS):
-        base_s, base_n = timed(lambda i=i: opencv_combine_loop(a_dir, b_dir, workdir / f"baseline_{i}"))
+        base_s, base_n = run_baseline("combine", a_dir, b_dir, workdir / f"baseline_{i}")
         pf_s, peak_n, summary = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / f"out_{i}")])
         assert summary["written"] == base_n == n, summary
         rounds.append((base_s / pf_s, base_n / base_s, n / pf_s, summary["pairs_per_second"]))
@@ -199,7 +204,7 @@ def pillow_cityscapes_loop(root: Path, out: Path, size: int = 256) -> int:
 def bench_cityscapes(workdir: Path, n: int) -> dict:
     frames = min(n, CITYSCAPES_MAX)
     root = generate_cityscapes(workdir / "raw", frames)
-    base_s, base_n = timed(lambda: pillow_cityscapes_loop(root, workdir / "baseline"))
+    base_s, base_n = run_baseline("cityscapes", root, workdir / "baseline")
     pf_s, peak, summary = run_pairforge(["prep", "cityscapes", str(root), str(workdir / "out")])
     assert summary["written"] == base_n == frames, summary
     return {
@@ -267,7 +272,7 @@ def coco_pose_loop(root: Path, out: Path, size: int = 256) -> int:
 def bench_coco_pose(workdir: Path, n: int) -> dict:
     n = min(n, 400)
     root = generate_coco(workdir / "coco", n)
-    base_s, persons = timed(lambda: coco_pose_loop(root, workdir / "baseline"))
+    base_s, persons = run_baseline("coco-pose", root, workdir / "baseline")
     pf_s, peak, summary = run_pairforge(["prep", "coco-pose", str(root), str(workdir / "out")])
     assert summary["written"] == persons, summary
     return {
@@ -352,7 +357,13 @@ BENCHMARKS: dict[str, Callable[[Path, int], dict]] = {
 }
 
 
+BASELINES = {"combine": opencv_combine_loop, "cityscapes": pillow_cityscapes_loop, "coco-pose": coco_pose_loop}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--baseline"]:  # run_baseline's child process: the loop alone, its count on stdout
+        print(BASELINES[sys.argv[2]](*map(Path, sys.argv[3:])))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
     parser.add_argument("--n", type=int, default=8000, help="pairs per benchmark (coco-pose: images, at most 400)")
