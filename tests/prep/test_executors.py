@@ -23,13 +23,13 @@ from tests.conftest import pattern, save
 
 @dataclass(frozen=True)
 class CrashingBuilder:
-    """Kills its worker process on one key, like a segfaulting decoder would."""
+    """Kills its worker process on some keys, like a segfaulting decoder would."""
 
     inner: CombineBuilder
-    fatal_key: str
+    fatal_keys: tuple[str, ...]
 
     def __call__(self, pair: Pair) -> PairImages:
-        if pair.key == self.fatal_key:
+        if pair.key in self.fatal_keys:
             os._exit(3)
         return self.inner(pair)
 
@@ -48,14 +48,14 @@ def make_job(tmp_path: Path, n: int, builder_for=lambda b: b) -> Job:
     )  # fmt: skip
 
 
-def test_a_crashing_worker_loses_no_pair(tmp_path):
-    job = make_job(tmp_path, 40, lambda b: CrashingBuilder(b, "07"))
+@pytest.mark.parametrize("fatal", [("07",), ("03", "31")])
+def test_a_crashing_worker_loses_no_pair(tmp_path, fatal):
+    job = make_job(tmp_path, 40, lambda b: CrashingBuilder(b, fatal))
     run_job(job, RunSettings(workers=2, progress=False))
     manifest = read_manifest(job.out)
-    assert sorted(it.key for it in manifest.items) == [f"{i:02d}" for i in range(40) if i != 7]
-    [rejected] = manifest.rejected
-    assert rejected.paths == {"A": "07.png", "B": "07.png"}
-    assert rejected.reason.startswith("worker crashed while building this pair")
+    assert [it.key for it in manifest.items] == [f"{i:02d}" for i in range(40) if f"{i:02d}" not in fatal]
+    assert [r.paths for r in manifest.rejected] == [{"A": f"{k}.png", "B": f"{k}.png"} for k in fatal]
+    assert all(r.reason.startswith("worker crashed while building this pair") for r in manifest.rejected)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def test_ray_builds_the_same_dataset_as_the_local_pool(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here.parent), str(here.parents[2])]))
     local = make_job(tmp_path, 24)
     run_job(local, RunSettings(workers=2, progress=False))
-    on_ray = make_job(tmp_path, 24, lambda b: CrashingBuilder(b, "05"))
+    on_ray = make_job(tmp_path, 24, lambda b: CrashingBuilder(b, ("05",)))
     on_ray.out = tmp_path / "ray_out"
     run_job(on_ray, RunSettings(workers=2, progress=False, executor="ray"))
     local_items = {it.key: it for it in read_manifest(local.out).items}
