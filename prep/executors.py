@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from itertools import islice
 
 import cv2
 
@@ -136,13 +135,18 @@ class LocalPool:
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
         """Each shard with its results (or the exception of the crash that took it down), in order. Submission
         runs IN_FLIGHT shards per worker ahead of the oldest unfinished one."""
-        waiting = iter(shards)
+        waiting = deque(shards)
         running: deque[tuple[Shard, Future]] = deque()
-        while True:
-            for shard in islice(waiting, self.workers * IN_FLIGHT - len(running)):
-                running.append((shard, self.pool.submit(self.run_shard, shard)))
-            if not running:
-                return
+        while waiting or running:
+            while waiting and len(running) < self.workers * IN_FLIGHT:
+                try:
+                    running.append((waiting[0], self.pool.submit(self.run_shard, waiting[0])))
+                except BrokenProcessPool:  # a crash seen first here: the running shards report it below
+                    break
+                waiting.popleft()
+            if not running:  # only after a crash: nothing in flight to report it
+                self._restart()
+                continue
             shard, future = running.popleft()
             try:
                 yield shard, future.result()
@@ -152,8 +156,11 @@ class LocalPool:
                     shard, future = running.popleft()
                     finished = future.done() and future.exception() is None
                     yield shard, future.result() if finished else exc
-                self.pool.shutdown(cancel_futures=True)
-                self.pool = self._start(self.workers)
+                self._restart()
+
+    def _restart(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        self.pool = self._start(self.workers)
 
     def run_alone(self, shard: Shard) -> list[Result] | Exception:
         """Run `shard` in the spare one-worker pool; a crash there is returned (and the spare started anew)."""
