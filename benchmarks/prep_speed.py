@@ -7,7 +7,7 @@ Each benchmark prints pairs/s of pairforge (all cores, the real CLI in a subproc
 measured in the same run, their ratio, and pairforge's peak memory (largest process; combine: for n/4 and n
 inputs, to show it does not grow with the dataset). Both sides run as their users run them, each in a fresh
 Python process timed from start to exit, start-up and imports included. `combine` keeps every round's outputs
-until it ends (see SLOW_CREATE_MS): about 5 GB of disk for the default --n 8000.
+until it ends (see SLOW_CREATE_MS): about 8 GB of disk for the default --n 8000.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def run_baseline(name: str, *args: Path) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-COMBINE_ROUNDS = 3
+COMBINE_ROUNDS = 5
 """The loop and pairforge alternate this many times; the median ratio is reported (a shared VM's disk and CPU
 vary by +-20% between minutes)."""
 
