@@ -89,6 +89,14 @@ whatever the number of processes, and the benchmark measures the filesystem, not
 deletes anything (everything goes when the benchmark ends), and the cost is probed and reported."""
 
 
+def flush_writes() -> None:
+    """Called (untimed) before each timed run: the previous runs' written data goes to disk first. Otherwise the
+    kernel's writeback of 1.4 GB a round (flushing starts past 10% of memory dirty) lands inside later runs, on
+    the core that the single-process loop leaves idle but that pairforge's second worker needs: with back-to-back
+    runs the second round was the slowest every time. A command's own writes still count in its time."""
+    os.sync()
+
+
 def file_create_ms(folder: Path, files: int = 500) -> float:
     """Milliseconds to create one empty file in a new sub-folder of `folder`."""
     probe = folder / f"create_probe_{time.monotonic_ns()}"
@@ -113,7 +121,9 @@ def bench_combine(workdir: Path, n: int) -> dict:
         print(f"warning: one file create takes {create_ms:.2f} ms (many files deleted lately?), see SLOW_CREATE_MS")
     rounds = []
     for i in range(COMBINE_ROUNDS):
+        flush_writes()
         base_s, base_n = run_baseline("combine", a_dir, b_dir, workdir / f"baseline_{i}")
+        flush_writes()
         pf_s, peak_n, summary = run_pairforge(["combine", str(a_dir), str(b_dir), str(workdir / f"out_{i}")])
         assert summary["written"] == base_n == n, summary
         rounds.append((base_s / pf_s, base_n / base_s, n / pf_s, summary["pairs_per_second"]))
