@@ -104,7 +104,8 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
                 if sink:
                     sink.add(record, members)
                 manifest.add_item(record)
-                stale.difference_update(output["path"] for output in record["outputs"])
+                if stale:  # --overwrite: outputs this run makes again are not stale
+                    stale.difference_update(output["path"] for output in record["outputs"])
                 result.written += status == "written"
                 result.skipped += status == "skipped"
         if sink:
@@ -221,10 +222,10 @@ def _process(pair: Pair) -> tuple[str, dict]:
     Returns plain dicts (cheap to send between processes) shaped as `ItemRecord` or `RejectedRecord`."""
     out, builder, layouts, formats, resuming = _STATE
     item = {"key": pair.key, "split": pair.split, "sources": pair.sources}
-    planned = [f for layout in layouts for f in _tagged(layout, pair, None, formats)]
-    streamed = any(layout.streamed for layout in layouts)  # shards are rebuilt on every run
-    if resuming and not streamed and all(os.path.isfile(f"{out}/{rel}") for _, rel, _, _ in planned):
-        return "skipped", {**item, "outputs": [_existing(f"{out}/{rel}", name, rel) for name, rel, _, _ in planned]}
+    if resuming and not any(layout.streamed for layout in layouts):  # shards are rebuilt on every run
+        planned = [(name, rel) for layout in layouts for name, rel, _, _ in _tagged(layout, pair, None, formats)]
+        if all(os.path.isfile(f"{out}/{rel}") for _, rel in planned):
+            return "skipped", {**item, "outputs": [_existing(f"{out}/{rel}", name, rel) for name, rel in planned]}
     members: dict[str, bytes] = {}
     try:
         images = builder(pair)
@@ -236,8 +237,9 @@ def _process(pair: Pair) -> tuple[str, dict]:
                     members[rel] = data
                     height, width = payload.shape[:2]
                 else:
-                    write_atomic(f"{out}/{rel}", data)
-                    height, width = _shape_of(payload, f"{out}/{rel}")
+                    path = f"{out}/{rel}"
+                    write_atomic(path, data)
+                    height, width = _shape_of(payload, path)
                 outputs.append(
                     {"layout": name, "path": rel, "sha256": sha256_bytes(data), "width": width, "height": height}
                 )
