@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train_speed import FULL, INTERVALS, TINY, make_dataset, steady_rate
+from train_speed import FULL, INTERVALS, TINY, make_dataset, network_options, steady_rate
 
 from pairforge.cli import main as pairforge
 from pairforge.train.config import TrainConfig
@@ -34,11 +34,7 @@ def run(root: Path, name: str, dataroot: Path | str, preset: dict, batch: int, s
         dataroot=dataroot,
         runs_dir=root / "runs",
         name=name,
-        netG=preset["netG"],
-        ngf=preset["ngf"],
-        ndf=preset["ndf"],
-        load_size=preset["load"],
-        crop_size=preset["size"],
+        **network_options(preset),
         batch_size=batch,
         n_epochs=1000,
         n_epochs_decay=0,

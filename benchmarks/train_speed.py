@@ -41,6 +41,13 @@ INTERVALS = 5
 """Log intervals per run; the first is warm-up, the other four are timed."""
 
 
+def network_options(preset: dict) -> dict:
+    """The TrainConfig fields a preset fixes: networks and image sizes."""
+    return dict(
+        netG=preset["netG"], ngf=preset["ngf"], ndf=preset["ndf"], load_size=preset["load"], crop_size=preset["size"]
+    )
+
+
 def make_dataset(root: Path, size: int, train_count: int, test_count: int, seed: int = 0) -> None:
     """Pairs of size x size halves: A = gradient + random Gaussian blobs, B = inverted, squared, channel-rotated A."""
     rng = np.random.default_rng(seed)
@@ -93,11 +100,7 @@ def run_one(
         dataroot=root / "data",
         runs_dir=root / "runs",
         name=name,
-        netG=preset["netG"],
-        ngf=preset["ngf"],
-        ndf=preset["ndf"],
-        load_size=preset["load"],
-        crop_size=preset["size"],
+        **network_options(preset),
         batch_size=batch_size,
         max_steps=steps,
         print_freq=max(1, steps // INTERVALS),
