@@ -25,7 +25,7 @@ from train_speed import FULL, INTERVALS, TINY, make_dataset, network_options, st
 
 from pairforge.cli import main as pairforge
 from pairforge.train.config import TrainConfig
-from pairforge.train.fast import resolve_device
+from pairforge.train.devices import resolve_device
 from pairforge.train.loop import train
 
 

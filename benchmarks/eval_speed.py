@@ -89,7 +89,7 @@ def peak_rss_mib() -> int:
 
 def measure(kind: str, root: Path, n: int, size: str, device_name: str, bf16: bool, workers: int) -> dict:
     """One measurement in this process: `command` (fcn_score) or `bare` (forward passes on random input)."""
-    from pairforge.train.fast import resolve_device
+    from pairforge.train.devices import resolve_device
     from pairforge.train.metrics.fcn import FcnProtocol, fcn_score
     from pairforge.train.metrics.inputs import Sample
     from pairforge.train.metrics.segmenters import load_segmenter

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from pairforge.train.config import TrainConfig
+from pairforge.train.devices import resolve_device
 from pairforge.train.evaluate import load_generator, run_test
-from pairforge.train.fast import resolve_device
 from pairforge.train.loop import train
 
 FULL = {"size": 256, "load": 286, "netG": "unet_256", "ngf": 64, "ndf": 64, "train": 256, "test": 64}

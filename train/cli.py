@@ -237,8 +237,8 @@ def _generator(
 
         gen = load_onnx(Path(source), options, eval_mode, dropout)
     else:
+        from pairforge.train.devices import resolve_device
         from pairforge.train.evaluate import load_generator
-        from pairforge.train.fast import resolve_device
 
         gen = load_generator(source, runs_dir, epoch, resolve_device(device), options, eval_mode, dropout)
     gen.size = size

@@ -318,7 +318,9 @@ def _gather(images, channels, index, rows, cols) -> torch.Tensor:
 
 
 def _finish(images: torch.Tensor, coding: Coding, device: torch.device, channels_last: bool) -> torch.Tensor:
-    if images.device != device:
+    """A gathered batch on the training device, in [-1, 1]. A batch gathered from a host cache goes to the GPU
+    through pinned memory (the copy overlaps the previous step); one gathered on the GPU is already there."""
+    if images.device.type == "cpu" and device.type == "cuda":
         images = images.pin_memory().to(device, non_blocking=True)
     images = coding.encode(images)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images

@@ -156,7 +156,7 @@ def eval_command(
     if compare:
         _compare(runs, paper, table, quiet)
         return
-    from pairforge.train.fast import resolve_device
+    from pairforge.train.devices import resolve_device
     from pairforge.train.metrics.evaluation import METRICS, EvalOptions, evaluate
     from pairforge.train.metrics.fcn import FcnProtocol
     from pairforge.train.metrics.inputs import from_folders, from_run
