@@ -20,8 +20,10 @@ from pairforge.train.metrics.fcn import (
 )
 from pairforge.train.metrics.inputs import Sample
 from pairforge.train.metrics.segmenters import load_segmenter
+from tests.train.oom import OUT_OF_MEMORY
 from tests.train.segnets import TinySeg, export_seg, label_ids, photo, save_png
 
+pytest.importorskip("cityscapesscripts", reason="FCN-score labels need cityscapesscripts (pairforge[cityscapes])")
 CPU = torch.device("cpu")
 
 
@@ -102,22 +104,32 @@ def test_tiles_with_a_halo_give_the_whole_image_result(seg_files):
 
 
 class SmallMemory:
-    """A segmenter that runs out of memory on inputs larger than `pixels`."""
+    """A segmenter that runs out of memory on inputs larger than `pixels`, the way `kind` reports it."""
 
-    def __init__(self, seg, pixels: int) -> None:
-        self.seg, self.pixels, self.sizes = seg, pixels, []
+    def __init__(self, seg, pixels: int, kind: str = "torch") -> None:
+        self.seg, self.pixels, self.sizes, self.kind = seg, pixels, [], kind
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.sizes.append(tuple(x.shape[2:]))
         if x.shape[2] * x.shape[3] > self.pixels:
-            raise torch.OutOfMemoryError("simulated")
+            raise OUT_OF_MEMORY[self.kind]()
         return self.seg(x)
 
 
-def test_running_out_of_memory_tiles_by_itself_with_the_same_result(seg_files):
+def test_other_errors_of_the_segmenter_are_not_taken_for_running_out_of_memory(seg_files):
+    class Broken:
+        def __call__(self, x):
+            raise RuntimeError("Expected 4-dimensional input for 4-dimensional weight")
+
+    with pytest.raises(RuntimeError, match="4-dimensional"):
+        predict_fitting(Broken(), torch.randn(1, 3, 64, 64), None, 2, 19)
+
+
+@pytest.mark.parametrize("kind", sorted(OUT_OF_MEMORY))
+def test_running_out_of_memory_tiles_by_itself_with_the_same_result(seg_files, kind):
     seg = load_segmenter(seg_files[0], CPU)
     x = torch.randn(1, 3, 200, 300)
-    small = SmallMemory(seg, 140 * 140)
+    small = SmallMemory(seg, 140 * 140, kind)
     pred, tile = predict_fitting(small, x, None, 2, 19)
     assert tile == 128 and torch.equal(pred, predict(seg, x))  # 300 -> 128: the halo keeps it exact
     assert small.sizes[0] == (200, 300) and max(h * w for h, w in small.sizes[1:]) <= 132 * 132

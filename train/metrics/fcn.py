@@ -27,6 +27,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from pairforge.errors import PairforgeError, UsageError
+from pairforge.train.devices import is_out_of_memory
 from pairforge.train.metrics.confusion import IGNORE, Confusion, scores
 from pairforge.train.metrics.inputs import Sample
 from pairforge.train.metrics.segmenters import Segmenter
@@ -171,7 +172,9 @@ def predict_fitting(
     while True:
         try:
             return predict(seg, x, tile, halo, classes), tile
-        except (torch.OutOfMemoryError, MemoryError):
+        except Exception as exc:  # TorchScript and onnxruntime report running out of memory in their own errors
+            if not is_out_of_memory(exc):
+                raise
             side = (tile or max(x.shape[2:])) // 2 // TILE_STEP * TILE_STEP
             if not halo or side < MIN_TILE:
                 raise PairforgeError(
