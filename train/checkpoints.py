@@ -121,11 +121,21 @@ def load(path: Path, model: TrainableModel) -> int:
         opt.load_state_dict({**opt.state_dict(), "state": state})
         for group, lr in zip(opt.param_groups, lrs, strict=True):  # keep a captured lr tensor the same object
             group["lr"] = lr
+        _match_layouts(opt)
     model.load_state_tensors({k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")})
     torch.set_rng_state(tensors["rng.cpu"])
     if model.device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], model.device)
     return step
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each loaded moment its parameter's memory layout: a checkpoint stores contiguous tensors, while fast
+    mode keeps convolution weights channels_last, and fused Adam needs parameters and moments alike."""
+    for param, state in opt.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def load_generator(path: Path, net: nn.Module, name: str = "G") -> None:

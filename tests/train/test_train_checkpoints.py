@@ -135,3 +135,30 @@ def _saved_generator(tmp_path, options: dict):
     path = tmp_path / "g.pth"
     torch.save(model.net_G.state_dict(), path)
     return path
+
+
+def test_resume_in_fast_mode_layouts(ab_dataset, tiny, tmp_path):
+    """Fast mode keeps weights channels_last and Adam fused; a checkpoint stores contiguous moments, which fused
+    Adam refuses beside channels_last weights ("must have same dtype, device, and layout") unless restored in
+    the parameters' layout. Fused Adam runs on the CPU too, so this is checked here."""
+    from pairforge.train import checkpoints
+    from pairforge.train.fast import Speed
+    from pairforge.train.models import Pix2PixModel
+
+    cfg = tiny(ab_dataset(train=2, test=1))
+    speed = Speed(channels_last=True, fused=True)
+    batch = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, 3, 128, 128) * 2 - 1
+    model = Pix2PixModel(cfg, torch.device("cpu"), speed)
+    model.train_step(*batch)
+    checkpoints.save(tmp_path / "c.safetensors", model, 1)
+    resumed = Pix2PixModel(cfg, torch.device("cpu"), speed)
+    checkpoints.load(tmp_path / "c.safetensors", resumed)
+    for param, state in resumed.optimizers["G"].state.items():
+        assert state["exp_avg"].stride() == param.stride()
+    rng = torch.get_rng_state()  # as saved: the next step's dropout draws
+    resumed.train_step(*batch)  # fused Adam accepts the restored moments
+    torch.set_rng_state(rng)
+    model.train_step(*batch)
+    for name, net in model.networks.items():
+        expected = net.state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in resumed.networks[name].state_dict().items()), name
