@@ -50,18 +50,20 @@ class World:
         return self.size > 1
 
     def device(self, name: str) -> torch.device:
-        """`--device` for this rank: on CUDA every rank takes the GPU of its LOCAL_RANK."""
-        from pairforge.train.fast import resolve_device
+        """`--device` for this rank, indexed and made current: on CUDA every rank takes the GPU of its LOCAL_RANK."""
+        from pairforge.train.devices import resolve_device
 
-        device = resolve_device(name)
-        if not self.distributed or device.type != "cuda":
+        if not self.distributed:
+            return resolve_device(name)
+        device = resolve_device(name, make_current=False)
+        if device.type != "cuda":
             return device
         if self.local_rank >= torch.cuda.device_count():
             raise UsageError(
                 f"rank {self.rank}: LOCAL_RANK {self.local_rank} but only {torch.cuda.device_count()} GPUs here"
                 " (lower --gpus / --nproc_per_node)"
             )
-        return torch.device("cuda", self.local_rank)
+        return resolve_device(f"cuda:{self.local_rank}")
 
     def start(self, device: torch.device) -> None:
         """Join the process group (nccl on CUDA, gloo on CPU); a no-op for a single process."""
@@ -161,7 +163,7 @@ def data_parallel(net: nn.Module, sync_bn: bool = False) -> nn.Module:
         nn.SyncBatchNorm.convert_sync_batchnorm(net)
     device = next(net.parameters()).device
     device_ids = [device] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, forward_sync_buffers=False)
+    return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
 
 
 def check_sync_bn(sync_bn: bool, norm: str, device: torch.device) -> None:
@@ -192,9 +194,9 @@ def relaunch(gpus: int, device: str, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from pairforge.train.fast import resolve_device
+    from pairforge.train.devices import resolve_device
 
-    if resolve_device(device).type == "cuda" and gpus > torch.cuda.device_count():
+    if resolve_device(device, make_current=False).type == "cuda" and gpus > torch.cuda.device_count():
         raise UsageError(f"--gpus {gpus}: this machine has {torch.cuda.device_count()} CUDA GPUs")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // gpus)))  # each rank its share of the cores

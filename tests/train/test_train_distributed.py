@@ -76,8 +76,8 @@ def test_two_ranks_train_as_one_process_with_the_global_batch_and_resume_in_one(
     assert_same_training(weights(run), at_2, start)
     # rank 0 alone wrote: one start event, one record per step, the files of one writer and no leftovers
     events = log_events(run)
-    assert [e.get("event") for e in events] == ["start", None, None, "stop"]
-    assert events[0]["world_size"] == 2 and [e["step"] for e in events[1:3]] == [1, 2]
+    assert [e.get("event") for e in events] == ["start", "first_step", None, None, "stop"]
+    assert events[0]["world_size"] == 2 and [e["step"] for e in events[1:4]] == [1, 1, 2]
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == [
         "checkpoints", "checkpoints/latest.safetensors", "config.json", "log.jsonl",
         "samples", "samples/step_0000001.png", "samples/step_0000002.png",
