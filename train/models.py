@@ -180,8 +180,11 @@ class ImagePool:
 
     Until `size` fakes are stored, a query stores each fake and returns it. Once full, each fake is, with
     probability 0.5, swapped with a stored one chosen at random (the stored one is returned), else returned as
-    is. All on the device with the torch RNG and tensor indices: no host sync, and fit for a CUDA graph (the
-    fill count is a device tensor). `size` 0 returns the fakes unchanged.
+    is. A batch is handled in one go, a few kernels whatever its size: the device RNG and tensor indices, no
+    host sync, fit for a CUDA graph (the fill count is a device tensor). At batch 1 (CycleGAN's default) this is
+    the reference's rule exactly; within a larger batch a slot is touched at most once (a fake whose draw hits
+    a slot already taken by an earlier fake of the same batch is returned as is), so a stored fake is never
+    returned twice. `size` 0 returns the fakes unchanged.
     """
 
     def __init__(self, size: int, device: torch.device) -> None:
@@ -196,20 +199,23 @@ class ImagePool:
         if self.images is None or self.images.shape[1:] != fakes.shape[1:]:  # first query, or a new crop size
             self.images = torch.zeros(self.size, *fakes.shape[1:], device=fakes.device)
             self.count.zero_()
-        out = []
-        for fake in fakes:
-            full = self.count >= self.size
-            swap = full & (torch.rand(1, device=fakes.device) < 0.5)
-            slot = torch.where(
-                full, torch.randint(self.size, (1,), device=fakes.device), self.count.clamp(max=self.size - 1)
-            )
-            stored = self.images.index_select(0, slot)[0]
-            shape = (1,) * fake.dim()
-            out.append(torch.where(swap.view(shape), stored, fake))
-            keep = full & ~swap
-            self.images.index_copy_(0, slot, torch.where(keep.view(shape), stored, fake)[None])
-            self.count.add_(1).clamp_(max=self.size)
-        return torch.stack(out)
+        n, device = fakes.shape[0], fakes.device
+        position = self.count + torch.arange(n, device=device)  # where each fake would go while filling
+        filling = position < self.size
+        swap = ~filling & (torch.rand(n, device=device) < 0.5)
+        slot = torch.where(filling, position.clamp(max=self.size - 1), torch.randint(self.size, (n,), device=device))
+        writes = filling | swap
+        earlier = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)  # [i, j]: j comes before i
+        taken = ((slot[:, None] == slot[None, :]) & writes[None, :] & earlier).any(1)
+        writes, swap = writes & ~taken, swap & ~taken
+        stored = self.images.index_select(0, slot)
+        # each slot's incoming fake (at most one writes it now): row s of `hits` marks the fake that writes slot s
+        hits = (slot[None, :] == torch.arange(self.size, device=device)[:, None]) & writes[None, :]
+        incoming = fakes.index_select(0, hits.int().argmax(1))
+        pool_shape = (self.size,) + (1,) * (fakes.dim() - 1)
+        self.images.copy_(torch.where(hits.any(1).view(pool_shape), incoming, self.images))
+        self.count.add_(n).clamp_(max=self.size)
+        return torch.where(swap.view((n,) + (1,) * (fakes.dim() - 1)), stored, fakes)
 
     def state(self, prefix: str) -> dict[str, torch.Tensor]:
         images = {} if self.images is None else {f"{prefix}.images": self.images}

@@ -263,3 +263,23 @@ def test_pool_keeps_its_contents_across_autocast_dtypes():
     assert out.sum() + pool.images.sum() == 2 * 3 * 4 * 4  # each stored fake is either still there or returned
     pool.query(torch.zeros(1, 3, 8, 8))  # a new crop size starts a new pool
     assert int(pool.count) == 1 and pool.images.shape == (2, 3, 8, 8)
+
+
+def test_pool_batch_swaps_each_stored_fake_at_most_once():
+    """A batch is queried at once: nothing is lost or duplicated, whatever the draws (and at batch 1, the
+    reference's rule: see test_pool_fills_then_returns_stored_fakes_half_the_time)."""
+    torch.manual_seed(0)
+    pool = ImagePool(3, CPU)
+    pool.query(torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 2))
+    swapped = 0
+    for i in range(300):
+        fakes = (10.0 + 8 * i + torch.arange(8.0)).view(8, 1, 1, 1).expand(8, 1, 2, 2)
+        before = sorted(pool.images[:, 0, 0, 0].tolist())
+        out = pool.query(fakes)
+        values = out[:, 0, 0, 0].tolist()
+        returned_stored = [v for v in values if v < fakes[0, 0, 0, 0]]
+        assert len(set(returned_stored)) == len(returned_stored)  # a stored fake is returned once at most
+        # every image is still somewhere: in the pool or handed back
+        assert sorted(before + fakes[:, 0, 0, 0].tolist()) == sorted(values + pool.images[:, 0, 0, 0].tolist())
+        swapped += len(returned_stored)
+    assert 0 < swapped < 300 * 3
