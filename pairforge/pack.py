@@ -33,7 +33,8 @@ from pairforge.recipes import Loaded, load, parse_toml
 from pairforge.run import run_dir
 
 CONTEXT_MIB = 600
-"""GPU memory of a CUDA context and allocator slack, on top of what a run's tensors reserve."""
+"""GPU memory of a CUDA context and allocator slack, on top of what a run's tensors reserve (the least assumed
+where the driver does not report a process's own memory)."""
 GPU_SHARE = 0.9
 """Fraction of the free GPU memory that packed runs may fill."""
 CORES_PER_RUN = 4
@@ -142,15 +143,42 @@ def parse_pack(text: str) -> int | None:
     return int(text)
 
 
-def free_gpu_mib() -> float | None:
-    """Free memory of the current CUDA device in MiB; None without one (torch is imported only here)."""
+def _nvidia_smi(query: str) -> list[list[str]] | None:
+    """Rows of `nvidia-smi --query-<query>` as stripped strings; None where nvidia-smi is missing or fails."""
     try:
-        import torch
-    except ImportError:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-{query}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
         return None
-    if not torch.cuda.is_available():
+    return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def free_gpu_mib() -> float | None:
+    """Free memory in MiB of the GPU the runs use (the first visible one), from nvidia-smi, so that this process
+    never creates a CUDA context of its own (about 500 MiB that the runs could not have); None without a GPU."""
+    rows = _nvidia_smi("gpu=index,uuid,memory.free")
+    if not rows:
         return None
-    return torch.cuda.mem_get_info()[0] / 2**20
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    row = next((r for r in rows if visible in (r[0], r[1])), rows[0]) if visible else rows[0]
+    try:
+        return float(row[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_gpu_mib(pid: int) -> float | None:
+    """GPU memory that process `pid` holds in MiB as the driver counts it (CUDA context, cuBLAS workspace,
+    compile-time autotuning and allocator caches included); None where the driver does not say (e.g. another
+    PID namespace)."""
+    rows = _nvidia_smi("compute-apps=pid,used_memory") or []
+    used = [float(r[1]) for r in rows if len(r) == 2 and r[0] == str(pid) and r[1].replace(".", "", 1).isdigit()]
+    return sum(used) if used else None
 
 
 def run_pack(members: list[Member], argv_of, limit: int | None, console: Console) -> list[Outcome]:
@@ -168,9 +196,9 @@ def run_pack(members: list[Member], argv_of, limit: int | None, console: Console
             running.append(_start(queue.pop(0), argv_of, env, console))
         time.sleep(0.2)
         if free is not None and capacity == 1 and running:
-            per_run = _reported_gpu_mib(running[0])
+            per_run = _run_gpu_mib(running[0])
             if per_run:
-                fits = max(1, int(free * GPU_SHARE // (per_run + CONTEXT_MIB)))
+                fits = max(1, int(free * GPU_SHARE // per_run))
                 capacity = min(limit or fits, fits)
                 console.print(f"pack: a run takes {per_run:,.0f} MiB of GPU memory; {capacity} at once")
         for slot in [s for s in running if s.process.poll() is not None]:
@@ -188,6 +216,15 @@ def _start(member: Member, argv_of, env: dict, console: Console) -> Running:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     console.print(f"pack: started {member.name} (output: {member.folder / 'pack.log'})")
     return Running(member, process, log, log_start)
+
+
+def _run_gpu_mib(slot: Running) -> float | None:
+    """What one run takes on the GPU, once it has logged its memory (so it is past compiling and warm-up): the
+    driver's count for its process where available, and never less than its logged tensors plus CONTEXT_MIB."""
+    logged = _reported_gpu_mib(slot)
+    if not logged:
+        return None
+    return max(logged + CONTEXT_MIB, process_gpu_mib(slot.process.pid) or 0.0)
 
 
 def _reported_gpu_mib(slot: Running) -> float | None:
