@@ -7,13 +7,15 @@ so with a CUDA graph the CPU only copies the next batch into the graph's input b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from pairforge.errors import PairforgeError, UsageError
+from pairforge.errors import PairforgeError
 from pairforge.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -38,14 +40,13 @@ class Speed:
     @classmethod
     def choose(cls, cfg: TrainConfig, device: torch.device, distributed: bool = False) -> Speed:
         """`--fast` (default: on for CUDA) on a CUDA device; WGAN-GP's double backward cannot be compiled,
-        SGD has no capturable tensor learning rate, so those drop compile / the CUDA graph. cycle_gan drops the
-        CUDA graph for now: its image pools are written to be capturable (device RNG, tensor indices and count,
-        no host sync) but the captured step has not been verified on a GPU yet. Under DDP the CUDA graph is off
-        (with a note): DDP's reducer decides on the host, every step, which gradient buckets to all-reduce,
+        SGD has no capturable tensor learning rate, so those drop compile / the CUDA graph. CycleGAN's image
+        pools are capturable (device RNG, tensor indices and count, no host sync). Under DDP the CUDA graph is
+        off (with a note): DDP's reducer decides on the host, every step, which gradient buckets to all-reduce,
         which a replayed graph would skip."""
         if device.type != "cuda" or cfg.fast is False:
             return cls()
-        graph = cfg.cuda_graph and cfg.optimizer == "adam" and cfg.model != "cycle_gan"
+        graph = cfg.cuda_graph and cfg.optimizer == "adam"
         notes = ("CUDA graph off under DDP (the gradient all-reduce is driven from the host each step)",)
         return cls(
             amp=True,
@@ -72,6 +73,7 @@ def build_step(model: TrainableModel, speed: Speed, inputs: torch.Tensor, target
         return model.train_step
     try:
         if speed.compile:
+            use_compile_cache()
             for net in model.networks.values():
                 net.compile()
         static_inputs, static_targets = inputs.clone(), targets.clone()
@@ -86,22 +88,27 @@ def build_step(model: TrainableModel, speed: Speed, inputs: torch.Tensor, target
 
 
 def _warm_up(model: TrainableModel, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 3) -> None:
-    """Run a few steps on a side stream (compilation, cuDNN autotuning, optimizer state), then undo their
-    updates: training starts from the same weights and optimizer state as without warm-up."""
+    """Run a few steps on a side stream of the model's device (compilation, cuDNN autotuning, optimizer state),
+    then undo them: training starts from the same weights, optimizer state and random state as without warm-up,
+    so a run resumed from a checkpoint draws what the uninterrupted run drew."""
     saved = _snapshot(model)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state(model.device)
+    main = torch.cuda.current_stream(model.device)
+    side = torch.cuda.Stream(model.device)
+    side.wait_stream(main)
     with torch.cuda.stream(side):
         for _ in range(steps):
             model.train_step(inputs, targets)
-    torch.cuda.current_stream().wait_stream(side)
+    main.wait_stream(side)
     _restore(model, saved)
+    torch.set_rng_state(rng[0])
+    torch.cuda.set_rng_state(rng[1], model.device)
 
 
 def _capture(model: TrainableModel, static_inputs: torch.Tensor, static_targets: torch.Tensor) -> Step:
     """Capture one (warmed-up) step as a CUDA graph; each call copies the batch in and replays the graph."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.device(model.device), torch.cuda.graph(graph):
         static_out = model.train_step(static_inputs, static_targets)
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,14 +153,9 @@ def _restore(model: TrainableModel, saved: tuple[list[torch.Tensor], dict, dict]
             value.copy_(extra[key]) if key in extra else value.zero_()
 
 
-def resolve_device(name: str) -> torch.device:
-    """`--device auto|cpu|cuda|cuda:N`; auto takes the GPU when there is one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
-    return device
+def use_compile_cache() -> None:
+    """Keep compiled kernels in the user's cache folder (`$XDG_CACHE_HOME/pairforge/inductor`, by default
+    `~/.cache/pairforge/inductor`), shared by every run of the same shapes: a second run skips most of the
+    compilation. A TORCHINDUCTOR_CACHE_DIR set by the user wins."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pairforge" / "inductor"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))

@@ -120,6 +120,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
             meter.add(step_losses)
             step += 1
             progress.update(task, completed=step)
+            if step == first_step + 1:  # how long start-up took (data, compilation, capture): one sync, once
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                log.write({"event": "first_step", "step": step})  # the log stamps every record with its time
 
             end_of_epoch = step % steps_per_epoch == 0
             save_epoch = end_of_epoch and (epoch + 1) % cfg.save_epoch_freq == 0

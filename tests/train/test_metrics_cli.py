@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest.importorskip("cityscapesscripts", reason="FCN-score labels need cityscapesscripts (pairforge[cityscapes])")
+
 from pairforge.recipes import RECIPES_DIR, load
 from pairforge.run import build_stages
 from pairforge.train.metrics.fcn import cityscapes_lut

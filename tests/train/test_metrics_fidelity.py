@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch_fidelity
 
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.data import list_images
 from pairforge.train.metrics.fidelity import fidelity
 from tests.train.segnets import photo, random_inception, save_png
 
+torch_fidelity = pytest.importorskip("torch_fidelity", reason="needs pairforge[eval]")
 CPU = torch.device("cpu")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lpips
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.metrics.lpips import build, lpips_distances
 from tests.train.segnets import photo, save_png
 
+lpips = pytest.importorskip("lpips", reason="needs pairforge[eval]")
 CPU = torch.device("cpu")
 
 
