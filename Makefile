@@ -24,6 +24,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python benchmarks/gpu_check.py --tiny
 
 lint: setup
 	$(BIN)/ruff check --fix .
