@@ -1,6 +1,8 @@
 """One command that proves pairforge's GPU paths, the way a user runs them (`pairforge ...` in processes of their own).
 
-  python benchmarks/gpu_check.py                    # a GPU: every path below, about 6 minutes on an H200
+  python benchmarks/gpu_check.py                    # a GPU: every path below (H200: the path rows and the tests
+                                                    # took 5.5 min, speed rows about 1.5 min each pair)
+  python benchmarks/gpu_check.py --only paths,tests # split it across calls with --only / --rows
   python benchmarks/gpu_check.py --tiny             # a CPU: the same paths with tiny networks (CI), under 3 minutes
   python benchmarks/gpu_check.py --reference DIR    # also time the reference trainer (a checkout of
                                                     # pytorch-CycleGAN-and-pix2pix, kept outside this repo)
