@@ -205,9 +205,10 @@ class ImagePool:
         swap = ~filling & (torch.rand(n, device=device) < 0.5)
         slot = torch.where(filling, position.clamp(max=self.size - 1), torch.randint(self.size, (n,), device=device))
         writes = filling | swap
-        earlier = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)  # [i, j]: j comes before i
-        taken = ((slot[:, None] == slot[None, :]) & writes[None, :] & earlier).any(1)
-        writes, swap = writes & ~taken, swap & ~taken
+        if n > 1:  # a slot written by an earlier fake of this batch is not touched again
+            earlier = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)  # [i, j]: j comes before i
+            taken = ((slot[:, None] == slot[None, :]) & writes[None, :] & earlier).any(1)
+            writes, swap = writes & ~taken, swap & ~taken
         stored = self.images.index_select(0, slot)
         # each slot's incoming fake (at most one writes it now): row s of `hits` marks the fake that writes slot s
         hits = (slot[None, :] == torch.arange(self.size, device=device)[:, None]) & writes[None, :]
