@@ -53,13 +53,14 @@ from pairforge.prep.runner import Job, default_workers, require_inputs
 from pairforge.prep.transforms.background import (
     BG_DEVICES,
     BG_METHODS,
+    PORTRAIT,
     RGB,
     Remover,
     close_model,
     composite,
     open_model,
     parse_fill,
-    parse_rect,
+    parse_grabcut,
 )
 from pairforge.prep.transforms.edges import EDGE_STYLES, EdgeSpec, edge_image, parse_canny
 from pairforge.prep.transforms.resize import center_crop, resize
@@ -86,7 +87,12 @@ AlphaMatting = Annotated[bool, typer.Option("--alpha-matting", help="rembg alpha
 BgFill = Annotated[str, typer.Option("--bg-fill", help="Colour of the removed background: white|black|#RRGGBB.")]
 GrabcutRect = Annotated[
     str,
-    typer.Option("--grabcut-rect", help="GrabCut's subject rectangle L,T,R,B in fractions of the image."),
+    typer.Option(
+        "--grabcut-rect",
+        help=f"GrabCut's start: {PORTRAIT} (an aligned head-and-shoulders portrait, face centred, shoulders on the "
+        "bottom edge, as CelebA's) or the subject's rectangle L,T,R,B in fractions of the image (outside it is "
+        "background).",
+    ),
 ]
 Canny = Annotated[
     str, typer.Option("--canny", help="Canny thresholds LOW,HIGH, or auto (from the subject's median intensity).")
@@ -203,8 +209,8 @@ def make_remover(
     if alpha_matting:
         raise UsageError("--alpha-matting works with --bg rembg only")
     if bg == "grabcut":
-        rect = parse_rect(rect_text)
-        return Remover("grabcut", rect=rect), {"bg": bg, "grabcut_rect": list(rect)}
+        rect = parse_grabcut(rect_text)
+        return Remover("grabcut", rect=rect), {"bg": bg, "grabcut_rect": PORTRAIT if rect is None else list(rect)}
     return Remover(), {"bg": bg}
 
 

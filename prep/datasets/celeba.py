@@ -53,13 +53,12 @@ from pairforge.prep.options import (
     run_settings,
 )
 from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, assign_splits, index_folder
+from pairforge.prep.transforms.background import PORTRAIT
 
 IMAGES = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
 PARTITION_SPLITS = {"0": "train", "1": "val", "2": "test"}
 DOWNLOAD = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
-# Aligned faces sit in the middle, hair near the top, shoulders on the bottom edge.
-FACE_RECT = "0.1,0.05,0.9,1"
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def celeba(
     bg_device: BgDevice = "cpu",
     alpha_matting: AlphaMatting = False,
     bg_fill: BgFill = "white",
-    grabcut_rect: GrabcutRect = FACE_RECT,
+    grabcut_rect: GrabcutRect = PORTRAIT,
     canny: Canny = "auto",
     blur: Blur = 1.0,
     thickness: Thickness = 1,

@@ -28,6 +28,12 @@ FILL_NAMES = {"white": (255, 255, 255), "black": (0, 0, 0)}
 FAMILIES = {"u2net": ("u2net_custom", 320), "isnet": ("dis_custom", 1024)}
 UNSUPPORTED_PREFIXES = ("birefnet", "bria", "ben2", "sam", "vitmatte")
 GRABCUT_ITERATIONS = 5
+# `--grabcut-rect portrait`: the seeds of an aligned portrait (see `portrait_seeds`), in fractions of the image.
+PORTRAIT = "portrait"
+PORTRAIT_SIDE = 0.15  # width of the side strips that start as probable background
+PORTRAIT_SHOULDERS = 0.75  # ... down to where the shoulders start
+PORTRAIT_CORNER = 0.3  # top corners with u + v below this are background
+PORTRAIT_ITERATIONS = 2  # more iterations let hair that resembles the background erode away
 
 RGB = tuple[int, int, int]
 Rect = tuple[float, float, float, float]
@@ -64,21 +70,52 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, fill: RGB) -> np.ndarray:
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def grabcut_mask(rgb: np.ndarray, rect: Rect, iterations: int = GRABCUT_ITERATIONS) -> np.ndarray:
-    """GrabCut from a rectangle given in fractions: outside it is background, inside it probably subject.
+def parse_grabcut(text: str, flag: str = "--grabcut-rect") -> Rect | None:
+    """`portrait` -> None (GrabCut seeded for an aligned portrait), else a rectangle `L,T,R,B` (`parse_rect`)."""
+    return None if text.strip().lower() == PORTRAIT else parse_rect(text, flag)
+
+
+def portrait_seeds(height: int, width: int) -> np.ndarray:
+    """GrabCut's starting labels for an aligned head-and-shoulders portrait (CelebA's alignment: the face centred
+    a little below the middle, hair up to the top, shoulders reaching the sides and the bottom), in fractions, so
+    they fit CelebA's 178x218 frame and its centre crops alike.
+
+    Definite subject: the inner face, the forehead and crown above it, and the chest under the chin. Definite
+    background: the two top corners. Probable background: strips along the sides above the shoulders, where the
+    background beside the head is. Everything else is probably subject, so nothing of the person is forced out."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = u / width, v / height
+    seeds = np.full((height, width), cv2.GC_PR_FGD, np.uint8)
+    seeds[(np.abs(u - 0.5) > 0.5 - PORTRAIT_SIDE) & (v < PORTRAIT_SHOULDERS)] = cv2.GC_PR_BGD
+    seeds[np.minimum(u, 1 - u) + v < PORTRAIT_CORNER] = cv2.GC_BGD
+    face = ((u - 0.5) / 0.14) ** 2 + ((v - 0.58) / 0.14) ** 2 <= 1
+    crown = ((u - 0.5) / 0.15) ** 2 + ((v - 0.45) / 0.2) ** 2 <= 1
+    chest = (np.abs(u - 0.5) < 0.1) & (v >= 0.92)
+    seeds[face | crown | chest] = cv2.GC_FGD
+    return seeds
+
+
+def grabcut_mask(rgb: np.ndarray, rect: Rect | None, iterations: int | None = None) -> np.ndarray:
+    """GrabCut from a rectangle given in fractions (outside it is background, inside it probably subject), or,
+    with `rect` None, from `portrait_seeds`.
 
     The random state is re-seeded for every image, so the same input always gives the same mask."""
     height, width = rgb.shape[:2]
-    x0, y0 = round(rect[0] * width), round(rect[1] * height)
-    x1, y1 = round(rect[2] * width), round(rect[3] * height)
-    if x1 - x0 < 2 or y1 - y0 < 2 or (x0, y0, x1, y1) == (0, 0, width, height):
-        raise ImageRejected(f"grabcut rectangle does not fit a {width}x{height} image", "grabcut failed")
-    mask = np.zeros((height, width), np.uint8)
+    if rect is None:
+        mask, box, mode = portrait_seeds(height, width), None, cv2.GC_INIT_WITH_MASK
+        iterations = iterations or PORTRAIT_ITERATIONS
+    else:
+        x0, y0 = round(rect[0] * width), round(rect[1] * height)
+        x1, y1 = round(rect[2] * width), round(rect[3] * height)
+        if x1 - x0 < 2 or y1 - y0 < 2 or (x0, y0, x1, y1) == (0, 0, width, height):
+            raise ImageRejected(f"grabcut rectangle does not fit a {width}x{height} image", "grabcut failed")
+        mask, box, mode = np.zeros((height, width), np.uint8), (x0, y0, x1 - x0, y1 - y0), cv2.GC_INIT_WITH_RECT
+        iterations = iterations or GRABCUT_ITERATIONS
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     try:
-        cv2.grabCut(bgr, mask, (x0, y0, x1 - x0, y1 - y0), *models, iterations, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(bgr, mask, box, *models, iterations, mode)
     except cv2.error as exc:
         raise ImageRejected(f"grabcut failed: {exc.err}", "grabcut failed") from None
     subject = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
@@ -226,7 +263,7 @@ class Remover:
     method: str = "none"
     model: RembgModel | None = None
     alpha_matting: bool = False
-    rect: Rect = (0.05, 0.05, 0.95, 0.95)
+    rect: Rect | None = (0.05, 0.05, 0.95, 0.95)  # None: GrabCut seeded for an aligned portrait
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.method == "rembg":

@@ -18,9 +18,12 @@ from pairforge.prep.transforms.background import (
     grabcut_mask,
     open_model,
     parse_fill,
+    parse_grabcut,
     parse_rect,
+    portrait_seeds,
 )
 from pairforge.prep.transforms.resize import fit
+from tests.prep.portraits import kept_and_removed, portrait
 from tests.prep.rembg_model import threshold_model
 
 
@@ -61,6 +64,37 @@ def test_grabcut_removes_most_of_the_background_around_a_real_face():
     assert np.array_equal(grabcut_mask(image, (0.1, 0.05, 0.9, 1.0)), alpha)  # deterministic
 
 
+def portrait_shares(rect) -> np.ndarray:
+    """(kept, removed) of GrabCut from `rect` on six portraits, in CelebA's 178x218 frame and its square centre
+    crop (what `prep celeba --size 256` removes the background of)."""
+    shares = []
+    for seed in range(6):
+        photo, person = portrait(seed)
+        for rows in (slice(None), slice(20, 198)):
+            shares.append(kept_and_removed(grabcut_mask(photo[rows], rect), person[rows]))
+    return np.array(shares).T
+
+
+def test_portrait_seeds_keep_the_whole_person_and_remove_the_background():
+    kept, removed = portrait_shares(None)
+    assert kept.mean() >= 0.9 and kept.min() >= 0.75  # shoulders and long hair at the frame's sides stay
+    assert removed.mean() >= 0.85
+    old_kept, old_removed = portrait_shares((0.1, 0.05, 0.9, 1.0))  # the rectangle that was the default
+    assert old_kept.mean() < 0.85 and old_removed.mean() > 0.95  # it removed the background and a lot of person
+    photo, _ = portrait(0)
+    assert np.array_equal(grabcut_mask(photo, None), grabcut_mask(photo, None))  # deterministic
+
+
+def test_portrait_seeds_fix_the_face_as_subject_and_the_top_corners_as_background():
+    for height, width in ((218, 178), (178, 178), (64, 64)):
+        seeds = portrait_seeds(height, width)
+        assert seeds.shape == (height, width)
+        assert seeds[round(height * 0.58), width // 2] == cv2.GC_FGD  # the face
+        assert seeds[height - 1, width // 2] == cv2.GC_FGD  # the chest under the chin
+        assert seeds[0, 0] == seeds[0, width - 1] == cv2.GC_BGD
+        assert seeds[height - 1, 0] == seeds[height - 1, width - 1] == cv2.GC_PR_FGD  # shoulders may reach here
+
+
 def test_grabcut_refuses_a_rectangle_that_leaves_no_background():
     with pytest.raises(ImageRejected, match="grabcut"):
         grabcut_mask(textured(32, 32), (0.0, 0.0, 1.0, 1.0))
@@ -78,12 +112,14 @@ def test_fill_and_rectangle_parsing():
     assert parse_fill("white") == (255, 255, 255) and parse_fill("Black") == (0, 0, 0)
     assert parse_fill("#FF8000") == (255, 128, 0) and parse_fill("00ff00") == (0, 255, 0)
     assert parse_rect("0.1,0.05,0.9,1") == (0.1, 0.05, 0.9, 1.0)
+    assert parse_grabcut("portrait") is None and parse_grabcut(" Portrait ") is None
+    assert parse_grabcut("0,0.1,1,1") == (0.0, 0.1, 1.0, 1.0)
     for bad in ("grey", "#12345", "#gg0000"):
         with pytest.raises(UsageError, match="--bg-fill"):
             parse_fill(bad)
-    for bad in ("0.1,0.1,0.9", "0.9,0,0.1,1", "0,0,1,1.5"):
+    for bad in ("0.1,0.1,0.9", "0.9,0,0.1,1", "0,0,1,1.5", "portraits"):
         with pytest.raises(UsageError, match="--grabcut-rect"):
-            parse_rect(bad)
+            parse_grabcut(bad)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pairforge.prep.imageio import read_rgb
 from pairforge.prep.transforms.edges import EdgeSpec, edge_image
 from pairforge.prep.transforms.resize import fit
 from tests.conftest import load, read_manifest, save
+from tests.prep.portraits import kept_and_removed, portrait
 from tests.prep.rembg_model import threshold_model
 
 QUICK = ["--size", "64", "--workers", "1", "-q"]
@@ -157,13 +158,35 @@ def test_rembg_removes_the_background_with_a_model_file_and_keeps_masks(tmp_path
 
 def test_default_formats_are_png_edges_and_jpeg_photos(tmp_path, cli):
     src = celeba(tmp_path / "celeba", ["000001.jpg"], {"000001.jpg": 0})
-    result = cli("prep", "celeba", src, tmp_path / "out", "--bg", "grabcut", "--layout", "split,ab", *QUICK)
+    rect = ["--grabcut-rect", "0.1,0.05,0.9,1"]
+    result = cli("prep", "celeba", src, tmp_path / "out", "--bg", "grabcut", *rect, "--layout", "split,ab", *QUICK)
     assert result.code == 0, result.err
     assert (tmp_path / "out" / "train" / "A" / "000001.png").is_file()
     assert (tmp_path / "out" / "train" / "B" / "000001.jpg").is_file()
     assert (tmp_path / "out" / "train" / "000001.png").is_file()
     b = load(tmp_path / "out" / "train" / "B" / "000001.jpg")
-    assert (b[:, :3] > 240).all()  # grabcut: the face-centred rectangle's sides are background, filled white
+    assert (b[:, :3] > 240).all()  # grabcut: the sides outside the rectangle are background, filled white
+    assert read_manifest(tmp_path / "out")["options"]["grabcut_rect"] == [0.1, 0.05, 0.9, 1.0]
+
+
+def test_grabcut_by_default_keeps_the_whole_person_of_aligned_portraits(tmp_path, cli):
+    truths = {}
+    for seed in range(4):
+        photo, truths[f"{seed + 1:06d}"] = portrait(seed)
+        save(tmp_path / "celeba" / "img_align_celeba" / f"{seed + 1:06d}.jpg", photo, quality=95)
+    out = tmp_path / "out"
+    result = cli(
+        "prep", "celeba", tmp_path / "celeba", out, "--bg", "grabcut", "--keep-mask", "--split", "4,0,0", *QUICK
+    )
+    assert result.code == 0, result.err
+    shares = []
+    for key, person in truths.items():
+        mask = np.asarray(Image.open(out / "masks" / "train" / f"{key}.png"))
+        truth = cv2.resize(person[20:198].astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST) > 0
+        shares.append(kept_and_removed(mask, truth))
+    kept, removed = np.array(shares).T
+    assert kept.mean() >= 0.9 and kept.min() >= 0.75 and removed.mean() >= 0.85
+    assert read_manifest(out)["options"]["grabcut_rect"] == "portrait"
 
 
 def test_missing_model_is_one_line_usage_error_and_nothing_is_downloaded(tmp_path, cli, monkeypatch):
