@@ -174,12 +174,16 @@ def celeba(
     """CelebA aligned faces -> A = Canny edges of the face, B = the face photo with its background removed.
 
     Official splits from list_eval_partition.txt. --bg rembg needs a model file (never downloaded), grabcut none.
+    --bg grabcut's default assumes aligned faces as in img_align_celeba (face centred, shoulders at the bottom).
+    For other crops give the subject's rectangle: --grabcut-rect L,T,R,B.
 
     Examples:
 
       pairforge prep celeba ~/data/celeba datasets/edges2celeba --limit 7000 --bg-model ~/.u2net/u2net.onnx
 
       pairforge prep celeba ~/data/celeba datasets/edges2celeba_2k --limit 2000,200,200 --bg grabcut
+
+      pairforge prep celeba ~/data/celeba_wild datasets/edges2wild --bg grabcut --grabcut-rect 0.2,0.1,0.8,1
     """
     expected = f"{IMAGES}/ and {PARTITION}"
     root = raw_source(src, None, "celeba", expected, DOWNLOAD)
