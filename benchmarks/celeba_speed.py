@@ -113,6 +113,8 @@ def baseline(images: Path, out: Path, remove: Callable[[np.ndarray], np.ndarray]
 
 
 def grabcut_remove(photo: np.ndarray) -> np.ndarray:
+    """A script's GrabCut: 5 iterations from the rectangle 0.1,0.05,0.9,1 (pairforge now seeds an aligned portrait
+    and iterates twice; benchmarks/grabcut_quality.py compares the two on true masks)."""
     height, width = photo.shape[:2]
     mask = np.zeros((height, width), np.uint8)
     models = np.zeros((1, 65)), np.zeros((1, 65))

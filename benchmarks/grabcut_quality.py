@@ -6,7 +6,8 @@
 It writes n synthetic aligned portraits (tests/prep/portraits.py: head, hair and shoulders reaching the frame's
 sides and bottom, over textured backgrounds; 178x218 JPEGs) as a raw CelebA folder, runs the real CLI
 (`prep celeba --bg grabcut --keep-mask --workers 1`) with the default seeds and with user rectangles (among them
-0.1,0.05,0.9,1, the default before the portrait seeds), and compares every mask written with the true mask framed
+0.1,0.05,0.9,1, the default before the portrait seeds), on the default 256 square crop and on the full frame,
+and compares every mask written with the true mask framed
 the same way. Per setting it prints the share of the person kept and of the background removed (mean and minimum
 over the images) and images/s (the best of alternating runs). The speed of the default against the old default is
 also measured on the background removal alone (the same framed photos, alternating rounds, median ratio), as CLI
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,17 +31,40 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/prep/portraits.py
 from pairforge.prep.folder_tools import framed
-from pairforge.prep.transforms.background import grabcut_mask
+from pairforge.prep.transforms.background import PORTRAIT, grabcut_mask
 from pairforge.prep.transforms.resize import resize
 from tests.prep.portraits import kept_and_removed, portrait
 
 SIZE = 256
 OLD_DEFAULT = "0.1,0.05,0.9,1"
-SETTINGS = {
-    "default": [],
-    "old default": ["--grabcut-rect", OLD_DEFAULT],
-    "user rect": ["--grabcut-rect", "0.05,0.05,0.95,1"],
-}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `prep celeba --bg grabcut` run: the seeds and how the photo is framed before the removal."""
+
+    name: str
+    rect: str = PORTRAIT  # the default: no --grabcut-rect flag
+    size: tuple[int, int] = (SIZE, SIZE)
+    crop: str = "center"
+
+    def flags(self) -> list[str]:
+        rect = [] if self.rect == PORTRAIT else ["--grabcut-rect", self.rect]
+        return [*rect, "--size", "{}x{}".format(*self.size), "--crop", self.crop]
+
+    def truth(self, person: np.ndarray) -> np.ndarray:
+        """The true mask cut and sized as this run cuts and sizes the photo."""
+        return resize(framed(person.astype(np.uint8), self.size, self.crop), self.size, "nearest") > 0
+
+
+FULL_FRAME = {"size": (178, 218), "crop": "none"}
+SETTINGS = [
+    Setting("default"),
+    Setting("old default", OLD_DEFAULT),
+    Setting("user rect", "0.05,0.05,0.95,1"),  # 5% margins, touching the bottom
+    Setting("default, full frame", **FULL_FRAME),
+    Setting("old default, full frame", OLD_DEFAULT, **FULL_FRAME),
+]
 TARGETS = {"kept_mean": 0.90, "kept_min": 0.75, "removed_mean": 0.85}
 ROUNDS = 3  # of the background removal alone
 CLI_ROUNDS = 2  # CLI runs per setting; the fastest counts
@@ -59,18 +84,10 @@ def write_celeba(root: Path, n: int) -> dict[str, np.ndarray]:
     return truths
 
 
-def framed_truth(person: np.ndarray) -> np.ndarray:
-    """The true mask cut and sized as `prep celeba --size 256` cuts and sizes the photo."""
-    mask = framed(person.astype(np.uint8), (SIZE, SIZE), "center")
-    return resize(mask, (SIZE, SIZE), "nearest") > 0
-
-
-def score(out: Path, truths: dict[str, np.ndarray]) -> dict:
+def score(out: Path, truths: dict[str, np.ndarray], setting: Setting) -> dict:
     """Kept and removed shares of every written mask against the truth: means and minima."""
-    shares = [
-        kept_and_removed(cv2.imread(str(out / "masks" / "train" / f"{key}.png"), cv2.IMREAD_GRAYSCALE), framed_truth(p))
-        for key, p in truths.items()
-    ]
+    masks = {key: cv2.imread(str(out / "masks" / "train" / f"{key}.png"), cv2.IMREAD_GRAYSCALE) for key in truths}
+    shares = [kept_and_removed(masks[key], setting.truth(person)) for key, person in truths.items()]
     kept, removed = np.array(shares).T
     return {
         "kept_mean": round(float(kept.mean()), 3),
@@ -115,15 +132,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         truths = write_celeba(work / "celeba", args.n)
-        seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        seconds: dict[str, list[float]] = {setting.name: [] for setting in SETTINGS}
         for round_ in range(CLI_ROUNDS):  # alternating, so a busier minute does not favour one setting
-            for name, extra in SETTINGS.items():
-                seconds[name].append(run_cli(work / "celeba", work / f"{name.replace(' ', '_')}_{round_}", extra))
-        for name, extra in SETTINGS.items():
-            result = {"setting": name, "grabcut_rect": extra[1] if extra else "portrait", "n": args.n}
-            result |= score(work / f"{name.replace(' ', '_')}_0", truths)
-            result["cli_images_per_s"] = round(args.n / min(seconds[name]), 1)
-            if name == "default":
+            for setting in SETTINGS:
+                out = work / f"{round_}_{setting.name}"
+                seconds[setting.name].append(run_cli(work / "celeba", out, setting.flags()))
+        for setting in SETTINGS:
+            result = {"setting": setting.name, "grabcut_rect": setting.rect, "n": args.n}
+            result |= score(work / f"0_{setting.name}", truths, setting)
+            result["cli_images_per_s"] = round(args.n / min(seconds[setting.name]), 1)
+            if setting.rect == PORTRAIT:
                 result["targets_met"] = all(result[key] >= target for key, target in TARGETS.items())
             print(json.dumps(result), flush=True)
         photos = [framed(portrait(i)[0], (SIZE, SIZE), "center") for i in range(args.n)]

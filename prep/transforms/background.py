@@ -95,22 +95,21 @@ def portrait_seeds(height: int, width: int) -> np.ndarray:
     return seeds
 
 
-def grabcut_mask(rgb: np.ndarray, rect: Rect | None, iterations: int | None = None) -> np.ndarray:
+def grabcut_mask(rgb: np.ndarray, rect: Rect | None) -> np.ndarray:
     """GrabCut from a rectangle given in fractions (outside it is background, inside it probably subject), or,
     with `rect` None, from `portrait_seeds`.
 
     The random state is re-seeded for every image, so the same input always gives the same mask."""
     height, width = rgb.shape[:2]
     if rect is None:
-        mask, box, mode = portrait_seeds(height, width), None, cv2.GC_INIT_WITH_MASK
-        iterations = iterations or PORTRAIT_ITERATIONS
+        mask, box, mode, iterations = portrait_seeds(height, width), None, cv2.GC_INIT_WITH_MASK, PORTRAIT_ITERATIONS
     else:
         x0, y0 = round(rect[0] * width), round(rect[1] * height)
         x1, y1 = round(rect[2] * width), round(rect[3] * height)
         if x1 - x0 < 2 or y1 - y0 < 2 or (x0, y0, x1, y1) == (0, 0, width, height):
             raise ImageRejected(f"grabcut rectangle does not fit a {width}x{height} image", "grabcut failed")
         mask, box, mode = np.zeros((height, width), np.uint8), (x0, y0, x1 - x0, y1 - y0), cv2.GC_INIT_WITH_RECT
-        iterations = iterations or GRABCUT_ITERATIONS
+        iterations = GRABCUT_ITERATIONS
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
