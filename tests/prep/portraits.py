@@ -26,9 +26,9 @@ def _colour(rng: np.random.Generator, palette: list[tuple[int, int, int]], sprea
     return np.clip(base + rng.normal(0, spread, 3), 0, 255)
 
 
-def _noise(rng: np.random.Generator, sigma: float, blur: float = 0, shape=(HEIGHT, WIDTH)) -> np.ndarray:
+def _noise(rng: np.random.Generator, sigma: float, blur: float = 0) -> np.ndarray:
     """Gaussian noise, optionally blurred into blotches (then rescaled to keep `sigma`)."""
-    field = rng.normal(0, 1, shape).astype(np.float32)
+    field = rng.normal(0, 1, (HEIGHT, WIDTH)).astype(np.float32)
     if blur:
         field = cv2.GaussianBlur(field, (0, 0), blur)
         field /= field.std() + 1e-6
@@ -36,24 +36,19 @@ def _noise(rng: np.random.Generator, sigma: float, blur: float = 0, shape=(HEIGH
 
 
 def _strands(rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """Hair texture: noise smeared along the vertical, like strands, with a few light streaks."""
+    """Hair texture: noise smeared along the vertical, like strands."""
     field = cv2.blur(rng.normal(0, 1, (HEIGHT, WIDTH)).astype(np.float32), (1, 15))
     return field / (field.std() + 1e-6) * sigma
 
 
-def _fill(shape: np.ndarray, draw) -> np.ndarray:
-    draw(shape)
-    return shape > 0
-
-
 def _ellipse(centre, axes, angle: float = 0) -> np.ndarray:
-    canvas = np.zeros((HEIGHT, WIDTH), np.uint8)
-    return _fill(canvas, lambda c: cv2.ellipse(c, centre, axes, angle, 0, 360, 255, -1))
+    """Where a filled ellipse lies in the frame."""
+    return cv2.ellipse(np.zeros((HEIGHT, WIDTH), np.uint8), centre, axes, angle, 0, 360, 255, -1) > 0
 
 
 def _polygon(points) -> np.ndarray:
-    canvas = np.zeros((HEIGHT, WIDTH), np.uint8)
-    return _fill(canvas, lambda c: cv2.fillPoly(c, [np.asarray(points, np.int32)], 255))
+    """Where a filled polygon lies in the frame."""
+    return cv2.fillPoly(np.zeros((HEIGHT, WIDTH), np.uint8), [np.asarray(points, np.int32)], 255) > 0
 
 
 def background(rng: np.random.Generator) -> np.ndarray:
