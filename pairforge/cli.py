@@ -10,6 +10,7 @@ import typer
 from pairforge import __version__
 from pairforge.errors import PairforgeError
 from pairforge.invocation import set_argv
+from pairforge.resources import os_error_line
 
 HELP = (
     "Raw image collections -> aligned image-to-image datasets -> pix2pix/CycleGAN models.\n\n"
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except (OSError, MemoryError) as exc:  # the machine or the filesystem refused: one line, exit 1
+        if "--debug" in argv:
+            raise
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

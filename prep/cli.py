@@ -203,13 +203,12 @@ def split(
     require_inputs(src)
     root = source_path(src)
     index = flat_index(root)
+    files = index.by_output_key()
     spec = SplitSpec.parse(split)
-    splits = assign_splits([key for _, key in index.files], spec, seed)
-    pairs = [Pair(key, splits[key], {"AB": rel}) for (_, key), rel in sorted(index.files.items()) if splits[key]]
+    splits = assign_splits([key for _, key in files], spec, seed)
+    pairs = [Pair(key, splits[key], {"AB": rel}) for (_, key), rel in files.items() if splits[key]]
     rejected = index.rejected + [
-        Rejection({"AB": rel}, f"beyond --split counts ({spec})")
-        for (_, key), rel in sorted(index.files.items())
-        if not splits[key]
+        Rejection({"AB": rel}, f"beyond --split counts ({spec})") for (_, key), rel in files.items() if not splits[key]
     ]
     fmt = format_ or default_format(pairs)
     options = {"split": str(spec), "seed": seed, "format": fmt, "quality": quality}

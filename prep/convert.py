@@ -28,7 +28,7 @@ def detect_layout(root: Path) -> str:
 def scan_ab(root: Path) -> tuple[list[Pair], list[Rejection]]:
     """Every image of an `ab` dataset's split folders, as single-source pairs with role `AB`."""
     index = index_folder(root, PLAIN, "AB", by_split=True)
-    pairs = [Pair(key, split, {"AB": rel}) for (split, key), rel in sorted(index.files.items())]
+    pairs = [Pair(key, split, {"AB": rel}) for (split, key), rel in index.by_output_key().items()]
     rejected = [r for r in index.rejected if r.paths["AB"] not in SPLITS]
     return pairs, rejected
 

@@ -280,7 +280,7 @@ def scan_folder(root: Path, spec: SplitSpec | None, seed: int) -> tuple[list[Pai
     `spec` from the key hash, or written as one group (`FLAT`) when `spec` is None."""
     by_split = has_split_folders(root)
     index = index_folder(root, KeyRule(), IMAGE, by_split)
-    found = sorted(index.files.items())
+    found = list(index.by_output_key().items())
     if by_split or spec is None:
         return [Pair(key, split or FLAT, {IMAGE: rel}) for (split, key), rel in found], index.rejected
     splits = assign_splits([key for (_, key), _ in found], spec, seed)

@@ -1,10 +1,17 @@
-"""Keys, folder indexing, pairing by key, and deterministic split assignment."""
+"""Keys, folder indexing, pairing by key, and deterministic split assignment.
+
+Files pair on their exact key: the name without its extension (and without `--a-suffix`/`--b-suffix`, or the
+`--match` group), Unicode NFC-normalised, case-sensitive; the extension's case and kind do not matter (`a.JPG`
+pairs with `a.png`). The filesystem-safe form of a key is only the output's file name (`output_keys`): distinct
+keys always get distinct output names, even where the safe forms (or their case) coincide.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +30,37 @@ def safe_key(name: str) -> str:
     """A filesystem-safe key: runs of spaces, separators and other unsafe characters become `_`."""
     key = _UNSAFE.sub("_", name).strip("._")
     return key or "_"
+
+
+def exact_key(name: str) -> str:
+    """The key files pair on: the name as written, NFC-normalised (macOS stores names decomposed)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def output_keys(keys) -> dict[str, str]:
+    """Each exact key -> its output name: `safe_key(key)`, and where several keys share that name (ignoring case,
+    for case-insensitive filesystems) each gets `_<sha256 of the exact key>` appended. Deterministic, and two
+    keys never share an output."""
+    result: dict[str, str] = {}
+    pending = sorted(set(keys))
+    for digits in (0, 8, 16, 64):
+        names: dict[str, list[str]] = defaultdict(list)
+        for key in pending:
+            names[_suffixed(key, digits).casefold()].append(key)
+        taken = {name.casefold() for name in result.values()}
+        pending = []
+        for name, group in names.items():
+            if len(group) == 1 and name not in taken:
+                result[group[0]] = _suffixed(group[0], digits)
+            else:
+                pending += group
+        if not pending:
+            return result
+    raise AssertionError(f"sha256 collision among keys {pending}")
+
+
+def _suffixed(key: str, digits: int) -> str:
+    return safe_key(key) + (f"_{hashlib.sha256(key.encode()).hexdigest()[:digits]}" if digits else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +87,15 @@ class Rejection:
 
 @dataclass
 class FolderIndex:
-    """The image files of one folder, keyed by (split, key); everything else is in `rejected`."""
+    """The image files of one folder, keyed by (split, exact key); everything else is in `rejected`."""
 
     files: dict[tuple[str, str], str] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
+
+    def by_output_key(self) -> dict[tuple[str, str], str]:
+        """The files keyed by (split, output key): the keys' file-name forms (`output_keys`)."""
+        names = output_keys(key for _, key in self.files)
+        return {(split, names[key]): rel for (split, key), rel in sorted(self.files.items())}
 
 
 @dataclass(frozen=True)
@@ -75,14 +118,15 @@ class KeyRule:
         return cls(suffix, pattern)
 
     def key_of(self, name: str) -> str | None:
-        """The key of file `name`, or None when `--match` does not match it."""
+        """The exact key of file `name` (see the module docstring), or None when `--match` does not match it."""
+        name = exact_key(name)
         if self.match is not None:
             found = self.match.search(name)
-            return safe_key(found.group("key")) if found else None
+            return found.group("key") if found else None
         stem = os.path.splitext(name)[0]
         if self.suffix and stem.endswith(self.suffix) and len(stem) > len(self.suffix):
             stem = stem[: -len(self.suffix)]
-        return safe_key(stem)
+        return stem
 
 
 def has_split_folders(root: Path) -> bool:
@@ -142,18 +186,21 @@ def _entry_problem(name: str, extension: str, is_dir: bool, key: str | None, by_
 
 
 def match_pairs(a: FolderIndex, b: FolderIndex, a_role: str = "A", b_role: str = "B"):
-    """Pairs (split, key, a_rel, b_rel) present on both sides; one-sided files become rejections."""
+    """Pairs (split, output key, a_rel, b_rel) whose exact keys are on both sides, in (split, output key) order;
+    one-sided files become rejections."""
     pairs = []
     rejected = [*a.rejected, *b.rejected]
+    both = a.files.keys() & b.files.keys()
+    names = output_keys(key for _, key in both)
     for split_key in sorted(a.files.keys() | b.files.keys()):
         a_rel, b_rel = a.files.get(split_key), b.files.get(split_key)
         if a_rel and b_rel:
-            pairs.append((*split_key, a_rel, b_rel))
+            pairs.append((split_key[0], names[split_key[1]], a_rel, b_rel))
         elif a_rel:
             rejected.append(Rejection({a_role: a_rel}, f"no matching {b_role} file"))
         else:
             rejected.append(Rejection({b_role: b_rel}, f"no matching {a_role} file"))
-    return pairs, rejected
+    return sorted(pairs), rejected
 
 
 @dataclass(frozen=True)

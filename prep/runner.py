@@ -9,13 +9,12 @@ members the workers encoded into shards in (split, key) order (`shards.py`).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairforge.errors import Interrupted, UsageError
+from pairforge.errors import Interrupted, PairforgeError, UsageError
 from pairforge.prep.executors import LocalPool, RayCluster, run_sharded, tune_worker_process
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
 from pairforge.prep.manifest import Manifest, ManifestBuilder, manifest_path, read_manifest
@@ -23,6 +22,8 @@ from pairforge.prep.pairing import Pair, Rejection
 from pairforge.prep.progress import count_columns, progress_bar
 from pairforge.prep.shards import ShardSink
 from pairforge.prep.writers import Formats, Layout, PairImages, WebDatasetLayout
+from pairforge.resources import ResourceExhausted, resource_cause
+from pairforge.safety import check_apart, delete_recorded, remove_stale_temporaries
 
 Builder = Callable[[Pair], PairImages]
 
@@ -87,6 +88,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     resuming = manifest_path(job.out).is_file() and not settings.overwrite
     stale = _previous_outputs(job.out) if settings.overwrite else set()
     job.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(job.out)
     manifest.write_started(job.out)
     start = time.perf_counter()
     executor = _executor(job, settings, resuming)
@@ -111,15 +113,13 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
         if sink:
             header.shards = sink.close()
     except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted: {result.written + result.skipped} of {len(job.pairs)} pairs are in {job.out}; "
-            "run the same command again to finish"
-        ) from None
+        raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish") from None
+    except ResourceExhausted as exc:
+        raise PairforgeError(f"{exc}: stopped, {_kept(job, pairs)}; run the same command again to finish") from None
     finally:
         executor.close()
     result.seconds = time.perf_counter() - start
-    for rel in stale:
-        (job.out / rel).unlink(missing_ok=True)
+    delete_recorded(job.out, stale)
     manifest.write(job.out)
     return _counted(result, manifest)
 
@@ -130,15 +130,33 @@ def _counted(result: RunResult, manifest: ManifestBuilder) -> RunResult:
     return result
 
 
+def _kept(job: Job, pairs: list[Pair]) -> str:
+    """What an interrupted run leaves: the pairs whose files are all on disk (the workers write them)."""
+    if any(layout.streamed for layout in job.layouts):
+        return f"the webdataset shards of {job.out} are rebuilt on the next run"
+    done = sum(
+        all(
+            os.path.isfile(job.out / rel)
+            for layout in job.layouts
+            for _, rel, _, _ in _tagged(layout, p, None, job.formats)
+        )
+        for p in pairs
+    )
+    return f"{done} of {len(pairs)} pairs are in {job.out}"
+
+
 def _check_output(job: Job, overwrite: bool) -> None:
+    """The output must be a folder apart from the inputs, empty or a pairforge dataset made with these options
+    (or, with --overwrite, any pairforge dataset: pairforge never deletes in a folder it did not write)."""
+    check_apart(job.out, job.sources)
     out = job.out.resolve()
-    for role, src in job.sources.items():
-        src = src.resolve()
-        if out == src or src in out.parents:
-            raise UsageError(f"output {job.out} is inside the {role} input {src}; choose a folder outside it")
-    if not out.exists() or overwrite:
+    if not out.exists():
         return
+    if not out.is_dir():
+        raise UsageError(f"output {job.out} is a file, not a folder; give a folder for the dataset")
     if manifest_path(out).is_file():
+        if overwrite:
+            return
         previous = read_manifest(out)
         if previous.options != job.options or previous.layouts != [lay.name for lay in job.layouts]:
             changed = sorted(
@@ -149,14 +167,14 @@ def _check_output(job: Job, overwrite: bool) -> None:
                 "use --overwrite to rebuild it or choose another output folder"
             )
     elif any(out.iterdir()):
-        raise UsageError(f"{out} is not empty and has no manifest.json; choose an empty folder or --overwrite")
+        raise UsageError(
+            f"{out} is not empty and has no manifest.json: pairforge did not write it and will not write into it; "
+            "choose a new or empty folder"
+        )
 
 
 def _previous_outputs(out: Path) -> set[str]:
     if not manifest_path(out).is_file():
-        if out.exists():
-            for child in out.iterdir():  # --overwrite on a non-dataset folder: start clean
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
         return set()
     return {o.path for it in read_manifest(out).items for o in it.outputs if o.layout != WebDatasetLayout.name}
 
@@ -246,6 +264,9 @@ def _process(pair: Pair) -> tuple[str, dict]:
     except ImageRejected as exc:
         return "rejected", {"paths": pair.sources, "reason": exc.reason, "kind": exc.kind}
     except Exception as exc:  # a bug or an unforeseen input: recorded, and the run goes on
+        fatal = resource_cause(exc, out)
+        if fatal:  # a full disk, no memory, an unwritable output: the run stops (the parent says so)
+            raise fatal from None
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
         return "rejected", {"paths": pair.sources, "reason": reason, "kind": "unexpected error"}
     return "written", {**item, "outputs": outputs} | ({"members": members} if members else {})

@@ -107,7 +107,7 @@ def scan_celeba(
     """Pairs of the images present, in the official (or hashed) splits, cut to `--limit`. Listed images that
     are missing, and images the list does not name, are rejections. Images after the limit are not considered."""
     index = index_folder(images, KeyRule(), IMAGE, by_split=False)
-    present = {key: rel for (_, key), rel in index.files.items()}
+    present = {key: rel for (_, key), rel in index.by_output_key().items()}
     rejected = list(index.rejected)
     if partition is None:
         keys = sorted(present)[: limit.total]

@@ -1,0 +1,58 @@
+"""Errors that end a run instead of rejecting one item: a full disk, a quota, a read-only or unwritable output,
+running out of memory. They say nothing about the input, so the run stops loudly (exit 1) and a re-run resumes."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from pairforge.errors import PairforgeError
+
+CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the filesystem is read-only",
+    errno.ENOMEM: "out of memory",
+    errno.EFBIG: "a file grew beyond the filesystem's limit",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files on the system",
+}
+
+
+class ResourceExhausted(PairforgeError):
+    """The machine, not the input, failed: the run stops (exit 1); running the same command again resumes."""
+
+    def __init__(self, cause: str, where: str = "") -> None:
+        super().__init__(f"{cause}{f' ({where})' if where else ''}")
+        self.cause, self.where = cause, where
+
+    def __reduce__(self):  # crosses the process boundary intact
+        return type(self), (self.cause, self.where)
+
+
+def resource_cause(exc: BaseException, output: str | None = None) -> ResourceExhausted | None:
+    """`exc` as a run-ending error when it is about the machine (memory, disk) or about writing into `output`
+    (permission, not a folder); None when it may be about one input (to be rejected with its reason)."""
+    if isinstance(exc, ResourceExhausted):
+        return exc
+    if isinstance(exc, MemoryError):
+        return ResourceExhausted("out of memory")
+    if type(exc).__module__ == "cv2" and "Insufficient memory" in str(exc):  # OpenCV's OutOfMemoryError
+        return ResourceExhausted("out of memory (OpenCV could not allocate an image)")
+    if not isinstance(exc, OSError):
+        return None
+    where = os.fspath(exc.filename) if exc.filename is not None else ""
+    if exc.errno in CAUSES:
+        return ResourceExhausted(CAUSES[exc.errno], where)
+    if output and where and os.path.abspath(where).startswith(os.path.abspath(output) + os.sep):
+        return ResourceExhausted(f"cannot write the output: {exc.strerror or exc}", where)
+    return None
+
+
+def os_error_line(exc: OSError | MemoryError) -> str:
+    """An OS error no command caught, as one line: the cause, the file, and what to do."""
+    fatal = resource_cause(exc)
+    if fatal:
+        return f"{fatal}; free it and run the same command again (what was finished is kept)"
+    where = f"{os.fspath(exc.filename)}: " if getattr(exc, "filename", None) is not None else ""
+    return f"{where}{exc.strerror or exc} (check the path and its permissions)"

@@ -1,0 +1,118 @@
+"""The deletion rule, in one place: pairforge deletes only files that its own record (a dataset's manifest, a run
+folder's own entries) says it wrote, inside the output it was given. Never an input, never a file it does not know,
+never a path outside. Every delete in pairforge goes through `delete_recorded`.
+
+Before deleting anything it checks that every file can be deleted: a read-only folder is refused with nothing
+deleted (never a half-deleted output).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from pairforge.errors import PairforgeError, UsageError
+
+TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp$|^\..+\.tmp-(?P<pid2>\d+)(\.png)?$")
+"""The temporary files pairforge writes before `os.replace` (`.<name>.<pid>.tmp`, `.<name>.tmp-<pid>[.png]`)."""
+
+
+def run_name(name: str, what: str = "--name") -> str:
+    """A run name is one folder name inside the runs folder: not empty, not `.`/`..`, no separator, not absolute."""
+    bad = not name.strip() or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name)
+    if bad:
+        raise UsageError(f"{what} {name!r}: a run name is one folder name inside the runs folder (no '/', '..')")
+    return name
+
+
+def check_apart(out: Path, inputs: dict[str, Path]) -> None:
+    """An output inside an input, or an input inside the output, is a usage error (exit 2)."""
+    out = out.expanduser().resolve()
+    for role, src in inputs.items():
+        src = src.expanduser().resolve()
+        if out == src or src in out.parents:
+            raise UsageError(f"output {out} is inside the {role} input {src}; choose a folder outside it")
+        if out in src.parents:
+            raise UsageError(f"the {role} input {src} is inside the output {out}; choose an output folder outside it")
+
+
+def inside(root: Path, rel: str) -> Path:
+    """`root/rel` for a path pairforge recorded; one that leads outside `root` is refused."""
+    path = root / rel
+    if os.path.isabs(rel) or ".." in Path(rel).parts or not _resolved_within(path.parent, root):
+        raise PairforgeError(f"{root}: the record names {rel!r}, outside the folder; nothing was deleted")
+    return path
+
+
+def _resolved_within(path: Path, root: Path) -> bool:
+    real_root, real = root.resolve(), path.resolve()
+    return real == real_root or real_root in real.parents
+
+
+def delete_recorded(root: Path, rels: Iterable[str]) -> int:
+    """Delete the recorded files and folders `rels` (relative to `root`), then the folders they leave empty.
+    Every one is checked first: when any cannot be deleted, nothing is. Returns how many entries went."""
+    paths = [inside(root, rel) for rel in rels]
+    present = [p for p in paths if p.is_symlink() or p.exists()]
+    for path in present:
+        _check_deletable(path, root)
+    for path in present:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for folder in sorted({p.parent for p in present}, key=lambda p: len(p.parts), reverse=True):
+        _remove_empty_up_to(folder, root)
+    return len(present)
+
+
+def _check_deletable(path: Path, root: Path) -> None:
+    folders = [path.parent]
+    if path.is_dir() and not path.is_symlink():
+        folders += [Path(d) for d, _, _ in os.walk(path)]
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PairforgeError(
+                f"cannot delete {path}: {folder} is read-only; nothing was deleted from {root}"
+                " (make it writable, or choose another output)"
+            )
+
+
+def _remove_empty_up_to(folder: Path, root: Path) -> None:
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError as exc:  # not empty (or already gone): stop there
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+            return
+        folder = folder.parent
+
+
+def remove_stale_temporaries(root: Path) -> int:
+    """Delete the temporary files that earlier, killed pairforge processes left under `root`: only names of the
+    pattern pairforge writes (`TEMP_NAME`), and only when their process is gone. Returns how many."""
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            found = TEMP_NAME.match(name)
+            if found and not _alive(int(found["pid"] or found["pid2"])):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
