@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from typer.core import TyperOption
 
 from pairforge.errors import UsageError
+from pairforge.safety import run_name
 
 STAGES = ("prep", "train", "test", "eval", "report")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -63,9 +64,13 @@ class Loaded:
 
 def parse_toml(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such recipe (see pairforge recipes)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder; give a recipe file (.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: TOML syntax error: {exc}") from None
 
@@ -92,6 +97,7 @@ def load(
         hint = "unknown key: remove it or check its spelling" if error["type"] == "extra_forbidden" else error["msg"]
         raise UsageError(f"{path}: key {where}: {hint}") from None
     name = (recipe.name or path.stem) + (f"_{variant}" if variant else "") + (f"_{tag}" if tag else "")
+    run_name(name, f"{path}: key name")
     loaded = Loaded(path, name, _expanded(recipe, path, data_root))
     return loaded
 

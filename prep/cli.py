@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import pkgutil
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
@@ -23,9 +25,17 @@ from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import JOIN_POLICIES, SIZE_POLICIES, CombineBuilder, default_format, find_pairs
 from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
 from pairforge.prep.download import Retry, fetch_file, verify
-from pairforge.prep.fetch import CATALOGUE, CYCLEGAN_URL, PIX2PIX_URL, extract, index_extracted
+from pairforge.prep.fetch import (
+    CATALOGUE,
+    CYCLEGAN_URL,
+    PIX2PIX_URL,
+    extract,
+    index_extracted,
+    previous_files,
+    put_in_place,
+)
 from pairforge.prep.imageio import WHITE
-from pairforge.prep.manifest import manifest_path, read_manifest, write_manifest
+from pairforge.prep.manifest import write_manifest
 from pairforge.prep.options import (
     DataRoot,
     DryRun,
@@ -439,22 +449,28 @@ def fetch(
     if entry is None and url is None:
         raise UsageError(f"unknown dataset {name!r}; see pairforge fetch --list (or give --url)")
     source = url or mirror_url(entry.url) if entry else url
-    target = out or (data_root or Path("datasets")) / name
-    if manifest_path(target).is_file() and not overwrite:
-        if read_manifest(target).sources.get("archive") == source:
-            if not quiet:
-                print(f"{target}: already fetched from {source} (use --overwrite to fetch again)")
-            return
-        raise UsageError(f"{target} holds another dataset; use --overwrite or another folder")
+    target = (out or (data_root or Path("datasets")) / name).expanduser().resolve()
+    replaced = previous_files(target, source, overwrite)
+    if replaced is None:
+        if not quiet:
+            print(f"{target}: already fetched from {source} (use --overwrite to fetch again)")
+        return
     download_dir = target.with_name(f".{target.name}.download")
     archive = download_dir / Path(urlparse(source).path).name
     with progress_bar(not quiet, archive.name, byte_columns(), None) as update:
         fetch_file(source, archive, Retry(tries=retries), lambda done, total: update(completed=done, total=total))
     verify(source, archive, sha256)
-    skipped = extract(archive, target)
-    manifest = index_extracted(target, source, {"name": name, "url": source}, command_line(), skipped)
-    write_manifest(target, manifest)
-    shutil.rmtree(download_dir, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+    try:
+        root, skipped = extract(archive, scratch)
+        manifest = index_extracted(root, source, {"name": name, "url": source}, command_line(), skipped)
+        write_manifest(root, manifest)
+        put_in_place(root, target, replaced)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # this run's own folder (empty once moved into place)
+    archive.unlink()
+    with contextlib.suppress(OSError):
+        download_dir.rmdir()
     if not quiet:
         counts = ", ".join(f"{k} {v}" for k, v in manifest.finalize().counts.items())
         print(f"{target}: {manifest.layouts[0]} dataset, {counts}; {len(skipped)} non-image files skipped")

@@ -11,7 +11,6 @@ and rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -42,7 +41,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
         files = find_shards(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
     else:
         files = find_pairs(cfg.dataroot, cfg.phase, cfg.max_dataset_size)
-    run = RunDir(cfg.runs_dir / cfg.name)
+    run = RunDir.for_training(cfg.runs_dir, cfg.name)
     latest = run.checkpoint("latest")
     world = World.from_env()  # rank 0 of 1 unless launched by torchrun
     device = world.device(cfg.device)
@@ -55,7 +54,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     global_batch = cfg.batch_size * world.size
     if world.is_main:
         if overwrite and not resume:
-            shutil.rmtree(run.root, ignore_errors=True)
+            run.clear()
         run.root.mkdir(parents=True, exist_ok=True)
     world.start(device)  # joins the other ranks (after rank 0 has cleared the run folder)
     quiet = quiet or not world.is_main

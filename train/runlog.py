@@ -16,8 +16,28 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pairforge.errors import UsageError
+from pairforge.safety import delete_recorded, run_name
+
 if TYPE_CHECKING:  # torch is imported where tensors are used: `translate` with an .onnx runs without it
     import torch
+
+
+TRAINING_ENTRIES = (
+    "config.json",
+    "checkpoints",
+    "log.jsonl",
+    "samples",
+    "results",
+    "tensorboard",
+    "wandb",
+    "report.html",
+    "report_losses.png",
+)
+"""What a run folder holds from training and what follows it (test/eval results, loggers, the report): all that
+`train --overwrite` deletes. The recipe runner's `stages/` and `recipe.toml`, and anything else, stay."""
+RUN_MARKERS = ("config.json", "checkpoints", "log.jsonl", "stages")
+"""A folder holding one of these is a pairforge run; one holding other things only is not, and is never touched."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +45,25 @@ class RunDir:
     """`runs/<name>/`: config.json, checkpoints/, log.jsonl, samples/, results/ (report.html: `pairforge report`)."""
 
     root: Path
+
+    @classmethod
+    def for_training(cls, runs_dir: Path, name: str) -> RunDir:
+        """`runs_dir/name`, for a name that stays inside `runs_dir`, and a folder that is new, empty or a run."""
+        run = cls(runs_dir / run_name(name))
+        if run.root.exists() and not run.root.is_dir():
+            raise UsageError(f"run folder {run.root} is a file; choose another --name or --runs_dir")
+        if run.root.is_dir() and not any((run.root / m).exists() for m in RUN_MARKERS) and any(run.root.iterdir()):
+            raise UsageError(
+                f"{run.root} is not a pairforge run (no config.json, checkpoints/ or log.jsonl) and pairforge will"
+                " not write into it; choose another --name or --runs_dir"
+            )
+        return run
+
+    def clear(self) -> None:
+        """`--overwrite`: delete what training and its followers wrote here (`TRAINING_ENTRIES`), nothing else;
+        when any of it cannot be deleted, nothing is."""
+        if self.root.is_dir():
+            delete_recorded(self.root, TRAINING_ENTRIES)
 
     @property
     def config(self) -> Path:
