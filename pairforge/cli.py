@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C where no command caught it (starting up, writing the manifest)
+        if "--debug" in argv:
+            raise
+        print("error: interrupted; run the same command again to finish", file=sys.stderr)
+        sys.exit(130)
     except (OSError, MemoryError) as exc:  # the machine or the filesystem refused: one line, exit 1
         if "--debug" in argv:
             raise

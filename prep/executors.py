@@ -12,6 +12,7 @@ import ctypes
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import deque
@@ -24,6 +25,7 @@ import cv2
 
 from pairforge.errors import UsageError
 from pairforge.prep.pairing import Pair
+from pairforge.resources import ResourceExhausted
 
 Result = tuple[str, dict]
 Shard = list[Pair]
@@ -70,6 +72,27 @@ def tune_worker_process() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP_IN_HEAP)
     except (OSError, AttributeError):
         pass
+
+
+PR_SET_PDEATHSIG = 1  # Linux prctl(2)
+
+
+def start_worker(init: Callable, state: tuple, parent: int) -> None:
+    """A pool worker's initializer: it dies with the process that started it, then runs `init(state)`."""
+    die_with_parent(parent)
+    init(state)
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies, even by kill -9: a worker never goes on writing into
+    an output that nobody records. Where prctl does not exist the pool's own shutdown is all there is."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @contextmanager
@@ -127,7 +150,9 @@ class LocalPool:
     def _start(self, workers: int) -> ProcessPoolExecutor:
         context = multiprocessing.get_context(start_method())
         with single_threaded_opencv(), frozen_heap():
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=self.init, initargs=(self.state,))
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=start_worker, initargs=(self.init, self.state, os.getpid())
+            )
             for future in [pool.submit(int) for _ in range(workers)]:
                 future.result()  # start every worker now
         return pool
@@ -208,6 +233,8 @@ class RayCluster:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
+            if isinstance(getattr(exc, "cause", None), ResourceExhausted):  # the run stops, as with local workers
+                raise exc.cause from None
             return exc
 
     def close(self) -> None:

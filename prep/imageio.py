@@ -6,8 +6,10 @@ explicitly:
 - grayscale (`L`, `1`) is replicated to three channels;
 - palette (`P`) is expanded through its palette (and its transparency, if any);
 - alpha (`RGBA`, `LA`, `PA`) is composited over a background colour (white unless told otherwise);
-- 16-bit grayscale (`I;16`, `I`) is scaled linearly, 0..65535 -> 0..255, then replicated;
-- `CMYK` and `YCbCr` go through Pillow's conversion; 32-bit float images are refused (they are data, not photos).
+- 16-bit grayscale (`I;16`, `I`) is scaled linearly, 0..65535 -> 0..255, then replicated; 32-bit integer images
+  with values outside 0..65535 are refused (scaling them would clip silently);
+- `CMYK` and `YCbCr` go through Pillow's conversion; floating-point images (TIFF `F`, float32/64 samples) are
+  refused with a reason that says so (they are data, not photos).
 
 Arrays are RGB (not OpenCV's BGR) everywhere in pairforge.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,7 +30,7 @@ from typing import IO
 os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", "180000000")
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".gif"}
@@ -78,9 +81,29 @@ def open_image(path: StrPath, data: bytes | None = None, exif: bool = True) -> I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(f"decompression bomb refused (over {MAX_PIXELS} pixels)", "too large") from None
     except UnidentifiedImageError:
+        if _tiff_sample_format(data) == TIFF_FLOAT:
+            raise ImageRejected(FLOAT_REASON, "unsupported image") from None
         raise ImageRejected("corrupt image: not a recognised image format", "corrupt image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"corrupt image: {exc}", "corrupt image") from None
+
+
+TIFF_FLOAT = 3  # the TIFF SampleFormat tag's value for IEEE floating point
+FLOAT_REASON = "unsupported image: floating-point samples are data, not a photo (convert to 8- or 16-bit)"
+
+
+def _tiff_sample_format(data: bytes) -> int | None:
+    """The SampleFormat of a TIFF Pillow cannot open (float RGB, float64), read from its first directory."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    try:
+        directory = TiffImagePlugin.ImageFileDirectory_v2(data[:8])
+        fh = io.BytesIO(data)
+        fh.seek(directory.next)
+        directory.load(fh)
+        return (directory.get(339) or (None,))[0]
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return None
 
 
 def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.ndarray:
@@ -92,11 +115,18 @@ def to_rgb8(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.nd
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I"):
-        wide = np.asarray(img).astype(np.float32)
+        wide = np.asarray(img)
+        if mode == "I" and wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise ImageRejected(
+                f"unsupported image: 32-bit integer values {wide.min()}..{wide.max()} beyond 0..65535"
+                " (convert to 16-bit, choosing the range)",
+                "unsupported image",
+            )
+        wide = wide.astype(np.float32)
         gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
-        raise ImageRejected("unsupported image: 32-bit float data is not a photo", "unsupported image")
+        raise ImageRejected(FLOAT_REASON, "unsupported image")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))

@@ -142,6 +142,10 @@ def _resumed_config(values: dict[str, Any], given: dict[str, Any]) -> TrainConfi
     return make_config(**(saved | {"max_steps": None} | given | {"name": name, "runs_dir": values["runs_dir"]}))
 
 
+def _entry(key: str, value: Any) -> str:
+    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key}: {value}"
+
+
 def _report(summary: dict, title: str, quiet: bool, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary))
@@ -150,7 +154,7 @@ def _report(summary: dict, title: str, quiet: bool, as_json: bool) -> None:
         return
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
-        text = ", ".join(f"{k} {v:.4g}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        text = ", ".join(_entry(k, v) for k, v in value.items()) if isinstance(value, dict) else str(value)
         table.add_row(key, text)
     Console(stderr=True).print(table)
 
@@ -343,11 +347,11 @@ def translate(
     gen = _generator(source, runs_dir, epoch, device, options, eval_mode, test_dropout, test_size)
     if direction is not None and gen.back is None:
         raise UsageError("--direction: only for cycle_gan runs (a pix2pix generator translates one way)")
+    skipped: dict[str, str] = {}
     with progress_bar(quiet or as_json) as progress:
-        count = translate_folder(gen, in_dir, out_dir, seed, progress)
-    _report(
-        {"checkpoint": str(gen.checkpoint), "translated": count, "out_dir": str(out_dir)}, "translate", quiet, as_json
-    )
+        count = translate_folder(gen, in_dir, out_dir, seed, progress, skipped)
+    summary = {"checkpoint": str(gen.checkpoint), "translated": count, "skipped": skipped, "out_dir": str(out_dir)}
+    _report(summary, "translate", quiet, as_json)
 
 
 def export(

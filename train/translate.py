@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 from rich.progress import Progress
 
-from pairforge.errors import UsageError
+from pairforge.errors import PairforgeError, UsageError
 from pairforge.train.codings import Coding, Codings
 from pairforge.train.config import TrainConfig
 from pairforge.train.pixels import list_images, read_image, resize_array, write_array
@@ -32,10 +32,16 @@ class Translator(Protocol):
 
 
 def translate_folder(
-    gen: Translator, in_dir: Path, out_dir: Path, seed: int = 0, progress: Progress | None = None
+    gen: Translator,
+    in_dir: Path,
+    out_dir: Path,
+    seed: int = 0,
+    progress: Progress | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> int:
     """Translate every image in `in_dir` into `<out_dir>/<stem>.png` (.tiff for what PNG cannot hold), at the
-    input's size."""
+    input's size; returns how many. An input that cannot be read is skipped and goes into `skipped` (file name ->
+    reason): one corrupt file does not stop the folder."""
     if not in_dir.is_dir():
         raise UsageError(f"IN_DIR {in_dir}: folder not found")
     images = list_images(in_dir)
@@ -44,12 +50,21 @@ def translate_folder(
     gen.seed(seed)
     codings = gen.codings
     task = progress.add_task("translate", total=len(images), rate="") if progress else None
+    done = 0
     for key, path in images.items():
-        image = read_image(path, gen.cfg.input_nc, "--input_nc")
+        try:
+            image = read_image(path, gen.cfg.input_nc, "--input_nc")
+        except PairforgeError as exc:
+            if skipped is not None:
+                skipped[path.name] = str(exc).removeprefix(f"{path}: ")
+            if progress:
+                progress.advance(task)
+            continue
         codings.input.check(image, path)
         output = gen(gen.sized(image, codings.input))
         height, width = image.shape[:2]
         write_array(out_dir / f"{key}.png", resize_array(output, (width, height), codings.output))
+        done += 1
         if progress:
             progress.advance(task)
-    return len(images)
+    return done
