@@ -29,11 +29,21 @@ def run_name(name: str, what: str = "--name") -> str:
     return name
 
 
+def real_path(path: Path) -> Path:
+    """`path` absolute, with `~` and symbolic links resolved; a symbolic link loop is a usage error (exit 2)."""
+    try:
+        return path.expanduser().resolve()
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        raise UsageError(f"{path}: symbolic link loop; give a real folder") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}; give a real folder") from None
+
+
 def check_apart(out: Path, inputs: dict[str, Path]) -> None:
     """An output inside an input, or an input inside the output, is a usage error (exit 2)."""
-    out = out.expanduser().resolve()
+    out = real_path(out)
     for role, src in inputs.items():
-        src = src.expanduser().resolve()
+        src = real_path(src)
         if out == src or src in out.parents:
             raise UsageError(f"output {out} is inside the {role} input {src}; choose a folder outside it")
         if out in src.parents:

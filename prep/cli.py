@@ -65,6 +65,7 @@ from pairforge.prep.progress import byte_columns, progress_bar
 from pairforge.prep.runner import Job, RunSettings, require_inputs
 from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
 from pairforge.prep.writers import Layout
+from pairforge.safety import real_path
 
 prep_app = typer.Typer(
     no_args_is_help=True,
@@ -449,7 +450,7 @@ def fetch(
     if entry is None and url is None:
         raise UsageError(f"unknown dataset {name!r}; see pairforge fetch --list (or give --url)")
     source = url or mirror_url(entry.url) if entry else url
-    target = (out or (data_root or Path("datasets")) / name).expanduser().resolve()
+    target = real_path(out or (data_root or Path("datasets")) / name)
     replaced = previous_files(target, source, overwrite)
     if replaced is None:
         if not quiet:

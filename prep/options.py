@@ -18,6 +18,7 @@ from pairforge.prep.executors import EXECUTORS
 from pairforge.prep.imageio import ImageFormat
 from pairforge.prep.runner import Job, RunResult, RunSettings, run_job
 from pairforge.prep.writers import LAYOUTS, Formats, Layout, make_layouts
+from pairforge.safety import real_path
 
 Executor = Annotated[str, typer.Option("--executor", help="Where pairs are built: local (process pool) or ray.")]
 RayAddress = Annotated[
@@ -135,7 +136,7 @@ def key_value_table(title: str) -> Table:
 
 
 def source_path(path: Path) -> Path:
-    return path.expanduser().resolve()
+    return real_path(path)
 
 
 DataRoot = Annotated[

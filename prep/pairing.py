@@ -166,7 +166,14 @@ def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> Folder
 def _entries(folder: Path) -> list[tuple[str, bool]]:
     """(name, is a folder) of every entry, sorted by name."""
     with os.scandir(folder) as entries:
-        return sorted((e.name, e.is_dir()) for e in entries)
+        return sorted((e.name, _is_dir(e)) for e in entries)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symbolic link loop: taken as a file, rejected with the reason when it is read
+        return False
 
 
 def _entry_problem(name: str, extension: str, is_dir: bool, key: str | None, by_split: bool) -> str | None:
