@@ -16,18 +16,15 @@ from tests.conftest import pattern, read_manifest
 TINY = ["--netG", "unet_128", "--ngf", "4", "--ndf", "4", "--load_size", "128", "--crop_size", "128", "--device", "cpu"]
 
 
-def tree(root: Path, skip: Path | None = None) -> dict[str, str]:
-    """Every entry under `root` (but `skip`): files by sha256, links by target, folders by name and mode."""
+def tree(root: Path, *skip: Path) -> dict[str, str]:
+    """Every entry under `root` (but those under `skip`): files by sha256, links by target, folders by mode."""
     found = {}
     for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        if skip is not None and (here == skip or skip in here.parents):
-            dirs[:] = []
-            continue
+        dirs[:] = [name for name in dirs if Path(folder, name) not in skip]
         for name in dirs + files:
-            path = here / name
+            path = Path(folder, name)
             rel = path.relative_to(root).as_posix()
-            if skip is not None and path == skip:
+            if path in skip:
                 continue
             if path.is_symlink():
                 found[rel] = "-> " + os.readlink(path)
