@@ -151,7 +151,10 @@ def test_pool_workers_die_with_their_parent(tmp_path):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # do not leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors
 
 
 def _alive(pid: int) -> bool:
