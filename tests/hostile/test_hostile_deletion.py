@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from pairforge.train.runlog import TRAINING_ENTRIES
+from tests.conftest import tar_gz
 from tests.hostile.conftest import TINY, ab_dataset, accounted, one_line, tree
 
 
@@ -177,16 +176,6 @@ def test_a_recipe_name_outside_the_runs_folder_is_refused(home, cli):
     assert tree(home) == before
 
 
-def archive_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture
 def archive(home, monkeypatch):
     """A facades-like tar.gz served from a file:// URL (the registry kept under the test folder)."""
@@ -194,7 +183,7 @@ def archive(home, monkeypatch):
     images = {f"facades/{split}/{i}.png": (home / "A" / f"p{i}.png").read_bytes() for split in ("train", "test")
               for i in range(2)}  # fmt: skip
     path = home / "facades.tar.gz"
-    path.write_bytes(archive_of(images))
+    path.write_bytes(tar_gz(images))
     return path.as_uri()
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import pattern, read_manifest
+from tests.conftest import pattern, read_manifest, tar_gz
 from tests.hostile.conftest import TINY, ab_dataset, accounted, one_line, tree, write_pairs
 
 
@@ -66,16 +64,6 @@ def test_recipes_that_are_not_utf8_or_are_folders_are_one_line(tmp_path, cli):
     assert "not UTF-8" in one_line(cli("run", bad), 2)
     (tmp_path / "folder.toml").mkdir()
     assert "is a folder" in one_line(cli("run", tmp_path / "folder.toml"), 2)
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,26 +13,12 @@ import pytest
 from PIL import Image
 
 from pairforge.prep.download import DownloadError, Retry, fetch_file
-from tests.conftest import pattern, read_manifest
+from tests.conftest import pattern, read_manifest, tar_gz
 
 
 def jpeg(seed: int, width: int = 32, height: int = 16) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pattern(width, height, seed)).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
-
-def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tf.addfile(info)
     return buf.getvalue()
 
 
