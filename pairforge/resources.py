@@ -53,6 +53,6 @@ def os_error_line(exc: OSError | MemoryError) -> str:
     """An OS error no command caught, as one line: the cause, the file, and what to do."""
     fatal = resource_cause(exc)
     if fatal:
-        return f"{fatal}; free it and run the same command again (what was finished is kept)"
+        return f"{fatal}; fix that and run the same command again (what was finished is kept)"
     where = f"{os.fspath(exc.filename)}: " if getattr(exc, "filename", None) is not None else ""
     return f"{where}{exc.strerror or exc} (check the path and its permissions)"

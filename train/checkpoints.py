@@ -48,8 +48,11 @@ def save(path: Path, model: TrainableModel, step: int, **position: int) -> None:
     metadata |= {key: str(value) for key, value in position.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:  # a full disk: no half-written checkpoint left taking the space
+        tmp.unlink(missing_ok=True)
 
 
 def link(source: Path, path: Path) -> None:

@@ -106,6 +106,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(home, cli, mon
     result = cli("train", "--name", "r", "--runs_dir", runs, "--continue", "--max_steps", "2", "-q")
     assert "no space left on the device" in one_line(result, 1)
     assert latest.read_bytes() == saved
+    assert [p.name for p in latest.parent.iterdir()] == [latest.name]  # no half-written temporary file left
 
 
 def test_the_stale_temporary_files_of_a_killed_run_are_removed_and_only_those(home, cli):
