@@ -29,6 +29,14 @@ class ResourceExhausted(PairforgeError):
     def __reduce__(self):  # crosses the process boundary intact
         return type(self), (self.cause, self.where)
 
+    def remedy(self) -> str:
+        """What the user can do before running the command again."""
+        if self.cause.startswith("out of memory"):
+            return "use fewer --workers or smaller sizes (or a machine with more memory)"
+        if self.cause.startswith(("no space", "the disk quota", "a file grew")):
+            return "free some space"
+        return "fix that"
+
 
 def resource_cause(exc: BaseException, output: str | None = None) -> ResourceExhausted | None:
     """`exc` as a run-ending error when it is about the machine (memory, disk) or about writing into `output`
@@ -53,6 +61,6 @@ def os_error_line(exc: OSError | MemoryError) -> str:
     """An OS error no command caught, as one line: the cause, the file, and what to do."""
     fatal = resource_cause(exc)
     if fatal:
-        return f"{fatal}; fix that and run the same command again (what was finished is kept)"
+        return f"{fatal}; {fatal.remedy()} and run the same command again (what was finished is kept)"
     where = f"{os.fspath(exc.filename)}: " if getattr(exc, "filename", None) is not None else ""
     return f"{where}{exc.strerror or exc} (check the path and its permissions)"

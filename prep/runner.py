@@ -115,7 +115,9 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish") from None
     except ResourceExhausted as exc:
-        raise PairforgeError(f"{exc}: stopped, {_kept(job, pairs)}; run the same command again to finish") from None
+        raise PairforgeError(
+            f"{exc}: stopped, {_kept(job, pairs)}; {exc.remedy()}, then run the same command again to finish"
+        ) from None
     finally:
         executor.close()
     result.seconds = time.perf_counter() - start

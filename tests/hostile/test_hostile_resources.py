@@ -40,7 +40,7 @@ def test_a_full_disk_while_writing_pairs_stops_the_run_and_a_rerun_finishes(home
     monkeypatch.setattr(runner, "write_atomic", failing_after(2, error, runner.write_atomic))
     outside = tree(home, out)
     line = one_line(cli(*command), 1)
-    assert cause in line and f"2 of 5 pairs are in {out}" in line and "run the same command again" in line
+    assert cause in line and f"2 of 5 pairs are in {out}" in line and "then run the same command again" in line
     assert read_manifest(out)["incomplete"] is True
     monkeypatch.undo()
     again = cli(*command[:-1], "--json")
@@ -64,7 +64,7 @@ def test_an_unwritable_output_folder_stops_the_run(home, cli, monkeypatch):
 def test_out_of_memory_stops_the_run_instead_of_rejecting_every_pair(home, cli):
     out = home / "out"  # a million pixels square: OpenCV cannot allocate the 3 TB
     line = one_line(cli("combine", home / "A", home / "B", out, "--size", "1000000", "--workers", "1", "-q"), 1)
-    assert "out of memory" in line and "0 of 5 pairs" in line
+    assert "out of memory" in line and "0 of 5 pairs" in line and "fewer --workers" in line
 
 
 def test_out_of_memory_in_pool_workers_stops_the_run(home, cli):
