@@ -30,6 +30,21 @@ def test_a_symlink_loop_among_the_inputs_is_rejected_and_the_run_goes_on(home, c
     assert "symbolic links" in reasons["loop.png"] and len(manifest["items"]) == 5
 
 
+def test_broken_images_are_rejected_with_their_reasons(home, cli):
+    (home / "A" / "p0.png").write_bytes(b"")
+    (home / "A" / "p1.png").write_bytes((home / "A" / "p1.png").read_bytes()[:60])
+    (home / "A" / "p2.png").write_bytes(b"not an image at all")
+    Image.new("1", (15000, 15000)).save(home / "A" / "p3.png")  # 225 MP in a few KB
+    out = home / "out"
+    assert cli("combine", home / "A", home / "B", out, "--workers", "1", "-q").code == 0
+    reasons = {r["paths"]["A"]: r["reason"] for r in accounted(out, {"A": home / "A", "B": home / "B"})["rejected"]}
+    assert reasons["p0.png"] == "empty file (0 bytes)"
+    assert reasons["p1.png"].startswith("corrupt image") and reasons["p2.png"].startswith("corrupt image")
+    assert reasons["p3.png"].startswith("decompression bomb refused")
+    strict = cli("combine", home / "A", home / "B", out, "--workers", "1", "-q", "--strict")
+    assert strict.code == 1
+
+
 def test_a_looping_output_folder_is_one_line(home, cli):
     os.symlink("L2", home / "L1")
     os.symlink("L1", home / "L2")
