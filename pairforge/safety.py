@@ -9,6 +9,7 @@ deleted (never a half-deleted output).
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shutil
@@ -114,6 +115,19 @@ def remove_stale_temporaries(root: Path) -> int:
                 Path(folder, name).unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def scratch_folder(parent: Path, prefix: str) -> Path:
+    """A new folder `<parent>/<prefix><pid>` for this process's scratch work; the ones earlier, killed processes
+    left under the same prefix (their process gone) are deleted first, and nothing else."""
+    for old in parent.glob(f"{glob.escape(prefix)}*"):
+        pid = old.name.removeprefix(prefix)
+        if pid.isdigit() and old.is_dir() and not old.is_symlink() and not _alive(int(pid)):
+            shutil.rmtree(old)
+    folder = parent / f"{prefix}{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)  # this process's own, from an earlier call
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _alive(pid: int) -> bool:

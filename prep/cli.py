@@ -8,7 +8,6 @@ import json
 import os
 import pkgutil
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlparse
@@ -65,7 +64,7 @@ from pairforge.prep.progress import byte_columns, progress_bar
 from pairforge.prep.runner import Job, RunSettings, require_inputs
 from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
 from pairforge.prep.writers import Layout
-from pairforge.safety import real_path
+from pairforge.safety import real_path, scratch_folder
 
 prep_app = typer.Typer(
     no_args_is_help=True,
@@ -461,7 +460,7 @@ def fetch(
     with progress_bar(not quiet, archive.name, byte_columns(), None) as update:
         fetch_file(source, archive, Retry(tries=retries), lambda done, total: update(completed=done, total=total))
     verify(source, archive, sha256)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+    scratch = scratch_folder(target.parent, f".{target.name}.extracting-")
     try:
         root, skipped = extract(archive, scratch)
         manifest = index_extracted(root, source, {"name": name, "url": source}, command_line(), skipped)

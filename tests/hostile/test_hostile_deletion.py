@@ -205,7 +205,12 @@ def test_fetch_into_the_working_directory_is_one_line(home, cli, archive, monkey
 
 def test_fetch_overwrite_replaces_only_its_own_files(home, cli, archive):
     out = home / "facades"
+    killed = home / f".facades.extracting-{2**22 + 12345}"  # a killed fetch's scratch folder (no such process)
+    (killed / "train").mkdir(parents=True)
+    (home / ".facades.extracting-mine").mkdir()  # not a pid: not pairforge's
     assert cli("fetch", "facades", out, "--url", archive, "-q").code == 0
+    assert not killed.exists() and (home / ".facades.extracting-mine").is_dir()
+    (home / ".facades.extracting-mine").rmdir()
     (out / "train" / "mine.txt").write_text("mine\n")
     before = tree(home, home / ".cache")
     line = one_line(cli("fetch", "facades", out, "--url", archive, "--overwrite", "-q"), 2)
