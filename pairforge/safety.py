@@ -1,6 +1,8 @@
 """The deletion rule, in one place: pairforge deletes only files that its own record (a dataset's manifest, a run
 folder's own entries) says it wrote, inside the output it was given. Never an input, never a file it does not know,
-never a path outside. Every delete in pairforge goes through `delete_recorded`.
+never a path outside. Deleting anything that was there before a command started goes through this module:
+`delete_recorded` for recorded outputs, `remove_stale_temporaries` and `scratch_folder` for what killed runs left
+(pairforge's own names, with the id of a process that is gone).
 
 Before deleting anything it checks that every file can be deleted: a read-only folder is refused with nothing
 deleted (never a half-deleted output).
@@ -60,7 +62,10 @@ def inside(root: Path, rel: str) -> Path:
 
 
 def _resolved_within(path: Path, root: Path) -> bool:
-    real_root, real = root.resolve(), path.resolve()
+    try:
+        real_root, real = root.resolve(), path.resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop: not provably inside
+        return False
     return real == real_root or real_root in real.parents
 
 
