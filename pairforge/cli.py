@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # Ctrl-C where no command caught it (starting up, writing the manifest)
-        if "--debug" in argv:
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C no command caught: Typer makes it a silent exit 130
+        if isinstance(exc, SystemExit) and exc.code != 130:
             raise
         print("error: interrupted; run the same command again to finish", file=sys.stderr)
         sys.exit(130)

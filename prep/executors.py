@@ -78,8 +78,10 @@ PR_SET_PDEATHSIG = 1  # Linux prctl(2)
 
 
 def start_worker(init: Callable, state: tuple, parent: int) -> None:
-    """A pool worker's initializer: it dies with the process that started it, then runs `init(state)`."""
+    """A pool worker's initializer: it dies with the process that started it and leaves Ctrl-C to it (the parent
+    stops the pool; a worker finishes the pairs it holds, with no traceback of its own), then runs `init(state)`."""
     die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     init(state)
 
 
@@ -153,8 +155,12 @@ class LocalPool:
             pool = ProcessPoolExecutor(
                 workers, mp_context=context, initializer=start_worker, initargs=(self.init, self.state, os.getpid())
             )
-            for future in [pool.submit(int) for _ in range(workers)]:
-                future.result()  # start every worker now
+            try:
+                for future in [pool.submit(int) for _ in range(workers)]:
+                    future.result()  # start every worker now
+            except BaseException:  # Ctrl-C while the workers start: none is left behind
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return pool
 
     def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:

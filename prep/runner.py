@@ -113,6 +113,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
         if sink:
             header.shards = sink.close()
     except KeyboardInterrupt:
+        executor.close()  # the workers finish the pairs they hold: counted after them
         raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish") from None
     except ResourceExhausted as exc:
         raise PairforgeError(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from pairforge.prep import runner
-from tests.conftest import read_manifest
-from tests.hostile.conftest import TINY, ab_dataset, accounted, one_line, tree
+from tests.conftest import CliResult, read_manifest
+from tests.hostile.conftest import TINY, ab_dataset, accounted, one_line, tree, write_pairs
 
 
 def failing_after(calls: int, error: OSError, real):
@@ -154,6 +158,23 @@ def test_a_interrupted_run_counts_the_pairs_on_disk(home, cli, monkeypatch):
     assert cli("combine", home / "A", home / "B", out, "--workers", "1", "-q").code == 0
     assert cli("combine", home / "A", home / "B", home / "clean", "--workers", "1", "-q").code == 0
     assert tree(out, out / "manifest.json") == tree(home / "clean", home / "clean" / "manifest.json")
+
+
+def test_ctrl_c_on_a_real_pool_is_one_line_with_the_count_on_disk(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: workers print nothing, the count is exact."""
+    write_pairs(tmp_path / "A", tmp_path / "B", [f"p{i:03d}" for i in range(200)], size=32)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pairforge.cli", "combine", "A", "B", "out", "--size", "512", "--workers", "2"]
+    run = subprocess.Popen([*command, "-q"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*/*.png")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGINT)
+    err = run.communicate(timeout=60)[1]
+    if run.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    line = one_line(CliResult(run.returncode, "", err), 130)
+    assert f"{len(list(out.glob('*/*.png')))} of 200 pairs are in out" in line
 
 
 def test_ctrl_c_with_webdataset_is_one_line(home, cli, monkeypatch):
