@@ -10,7 +10,7 @@ import typer
 from pairforge import __version__
 from pairforge.errors import PairforgeError
 from pairforge.invocation import set_argv
-from pairforge.resources import os_error_line
+from pairforge.resources import error_line
 
 HELP = (
     "Raw image collections -> aligned image-to-image datasets -> pix2pix/CycleGAN models.\n\n"
@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print("error: interrupted; run the same command again to finish", file=sys.stderr)
         sys.exit(130)
-    except (OSError, MemoryError) as exc:  # the machine or the filesystem refused: one line, exit 1
-        if "--debug" in argv:
+    except Exception as exc:  # the machine or the filesystem refused (full disk, no memory): one line, exit 1
+        line = error_line(exc)
+        if line is None or "--debug" in argv:
             raise
-        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
 
 

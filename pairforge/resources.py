@@ -31,8 +31,8 @@ class ResourceExhausted(PairforgeError):
 
     def remedy(self) -> str:
         """What the user can do before running the command again."""
-        if self.cause.startswith("out of memory"):
-            return "use fewer --workers or smaller sizes (or a machine with more memory)"
+        if self.cause.startswith(("out of memory", "out of GPU memory")):
+            return "use fewer --workers or smaller sizes or batches (or a machine with more memory)"
         if self.cause.startswith(("no space", "the disk quota", "a file grew")):
             return "free some space"
         return "fix that"
@@ -47,6 +47,8 @@ def resource_cause(exc: BaseException, output: str | None = None) -> ResourceExh
         return ResourceExhausted("out of memory")
     if type(exc).__module__ == "cv2" and "Insufficient memory" in str(exc):  # OpenCV's OutOfMemoryError
         return ResourceExhausted("out of memory (OpenCV could not allocate an image)")
+    if type(exc).__module__.startswith("torch") and type(exc).__name__ == "OutOfMemoryError":
+        return ResourceExhausted("out of GPU memory" if "CUDA" in str(exc) else "out of memory (PyTorch)")
     if not isinstance(exc, OSError):
         return None
     where = os.fspath(exc.filename) if exc.filename is not None else ""
@@ -57,10 +59,13 @@ def resource_cause(exc: BaseException, output: str | None = None) -> ResourceExh
     return None
 
 
-def os_error_line(exc: OSError | MemoryError) -> str:
-    """An OS error no command caught, as one line: the cause, the file, and what to do."""
+def error_line(exc: Exception) -> str | None:
+    """An error no command caught, as one line (the cause, the file, what to do) when it is about the machine or
+    the filesystem; None for anything else (a bug: its traceback is wanted)."""
     fatal = resource_cause(exc)
     if fatal:
         return f"{fatal}; {fatal.remedy()} and run the same command again (what was finished is kept)"
-    where = f"{os.fspath(exc.filename)}: " if getattr(exc, "filename", None) is not None else ""
+    if not isinstance(exc, OSError):
+        return None
+    where = f"{os.fspath(exc.filename)}: " if exc.filename is not None else ""
     return f"{where}{exc.strerror or exc} (check the path and its permissions)"

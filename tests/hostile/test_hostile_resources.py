@@ -188,3 +188,16 @@ def test_ctrl_c_with_webdataset_is_one_line(home, cli, monkeypatch):
     line = one_line(cli("combine", home / "A", home / "B", out, "--layout", "webdataset", "--workers", "1", "-q"), 130)
     assert "rebuilt on the next run" in line
     assert not list(out.glob("*.tar"))
+
+
+def test_out_of_gpu_memory_while_training_is_one_line(home, cli, monkeypatch):
+    import torch
+
+    from pairforge.train import loop
+
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(loop, "build_model", no_memory)
+    result = cli("train", "--dataroot", ab_dataset(home / "data"), "--runs_dir", home / "runs", *TINY, "-q")
+    assert "out of GPU memory; use fewer --workers or smaller sizes or batches" in one_line(result, 1)
