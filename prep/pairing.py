@@ -34,33 +34,34 @@ def safe_key(name: str) -> str:
 
 def exact_key(name: str) -> str:
     """The key files pair on: the name as written, NFC-normalised (macOS stores names decomposed)."""
-    return unicodedata.normalize("NFC", name)
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 def output_keys(keys) -> dict[str, str]:
     """Each exact key -> its output name: `safe_key(key)`, and where several keys share that name (ignoring case,
-    for case-insensitive filesystems) each gets `_<sha256 of the exact key>` appended. Deterministic, and two
-    keys never share an output."""
-    result: dict[str, str] = {}
-    pending = sorted(set(keys))
-    for digits in (0, 8, 16, 64):
-        names: dict[str, list[str]] = defaultdict(list)
-        for key in pending:
-            names[_suffixed(key, digits).casefold()].append(key)
-        taken = {name.casefold() for name in result.values()}
-        pending = []
-        for name, group in names.items():
+    for case-insensitive filesystems) each gets `_<sha256 of the exact key>` appended. Depends only on the set of
+    keys (deterministic), and two keys never share an output."""
+    safe = {key: safe_key(key) for key in set(keys)}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key, name in safe.items():
+        groups[name.casefold()].append(key)
+    result = {group[0]: safe[group[0]] for group in groups.values() if len(group) == 1}
+    clashing = [key for group in groups.values() if len(group) > 1 for key in group]
+    taken = {name.casefold() for name in result.values()}
+    for digits in (8, 16, 64):
+        named: dict[str, list[str]] = defaultdict(list)
+        for key in clashing:
+            named[f"{safe[key]}_{hashlib.sha256(key.encode()).hexdigest()[:digits]}".casefold()].append(key)
+        clashing = []
+        for name, group in named.items():
             if len(group) == 1 and name not in taken:
-                result[group[0]] = _suffixed(group[0], digits)
+                key = group[0]
+                result[key] = f"{safe[key]}_{hashlib.sha256(key.encode()).hexdigest()[:digits]}"
             else:
-                pending += group
-        if not pending:
+                clashing += group
+        if not clashing:
             return result
-    raise AssertionError(f"sha256 collision among keys {pending}")
-
-
-def _suffixed(key: str, digits: int) -> str:
-    return safe_key(key) + (f"_{hashlib.sha256(key.encode()).hexdigest()[:digits]}" if digits else "")
+    raise AssertionError(f"sha256 collision among keys {clashing}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +194,8 @@ def _entry_problem(name: str, extension: str, is_dir: bool, key: str | None, by_
 
 
 def match_pairs(a: FolderIndex, b: FolderIndex, a_role: str = "A", b_role: str = "B"):
-    """Pairs (split, output key, a_rel, b_rel) whose exact keys are on both sides, in (split, output key) order;
-    one-sided files become rejections."""
+    """Pairs (split, output key, a_rel, b_rel) whose exact keys are on both sides; one-sided files become
+    rejections."""
     pairs = []
     rejected = [*a.rejected, *b.rejected]
     both = a.files.keys() & b.files.keys()
@@ -207,7 +208,7 @@ def match_pairs(a: FolderIndex, b: FolderIndex, a_role: str = "A", b_role: str =
             rejected.append(Rejection({a_role: a_rel}, f"no matching {b_role} file"))
         else:
             rejected.append(Rejection({b_role: b_rel}, f"no matching {a_role} file"))
-    return sorted(pairs), rejected
+    return pairs, rejected
 
 
 @dataclass(frozen=True)
