@@ -38,17 +38,42 @@ class ResourceExhausted(PairforgeError):
         return "fix that"
 
 
+OUT_OF_MEMORY_TEXTS = (
+    "out of memory",  # CUDA (also inside TorchScript, where it arrives as a plain RuntimeError)
+    "insufficient memory",  # OpenCV
+    "failed to allocate memory",  # onnxruntime's arena
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+    "cuda_error_out_of_memory",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for every way running out of host or GPU memory reaches Python: MemoryError, PyTorch's
+    OutOfMemoryError, and the errors of OpenCV, TorchScript, cuDNN/cuBLAS and onnxruntime that say so only in
+    their text. (Torch-free: the class is recognised by name.)"""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in OUT_OF_MEMORY_TEXTS)
+
+
+def _memory_cause(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if type(exc).__module__ == "cv2":
+        return "out of memory (OpenCV could not allocate an image)"
+    text = str(exc).lower()
+    return "out of GPU memory" if "cuda" in text or "cudnn" in text or "cublas" in text else "out of memory (PyTorch)"
+
+
 def resource_cause(exc: BaseException, output: str | None = None) -> ResourceExhausted | None:
     """`exc` as a run-ending error when it is about the machine (memory, disk) or about writing into `output`
     (permission, not a folder); None when it may be about one input (to be rejected with its reason)."""
     if isinstance(exc, ResourceExhausted):
         return exc
-    if isinstance(exc, MemoryError):
-        return ResourceExhausted("out of memory")
-    if type(exc).__module__ == "cv2" and "Insufficient memory" in str(exc):  # OpenCV's OutOfMemoryError
-        return ResourceExhausted("out of memory (OpenCV could not allocate an image)")
-    if type(exc).__module__.startswith("torch") and type(exc).__name__ == "OutOfMemoryError":
-        return ResourceExhausted("out of GPU memory" if "CUDA" in str(exc) else "out of memory (PyTorch)")
+    if is_out_of_memory(exc):
+        return ResourceExhausted(_memory_cause(exc))
     if not isinstance(exc, OSError):
         return None
     where = os.fspath(exc.filename) if exc.filename is not None else ""

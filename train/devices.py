@@ -1,5 +1,4 @@
-"""The device a command runs on, resolved once into one indexed `torch.device`, and what counts as running out
-of its memory.
+"""The device a command runs on, resolved once into one indexed `torch.device`.
 
 PyTorch treats `cuda` and `cuda:0` as different devices in comparisons, while tensors always carry an index:
 every device pairforge hands around is therefore indexed (`cuda` -> `cuda:<current>`), and made the current
@@ -11,15 +10,6 @@ from __future__ import annotations
 import torch
 
 from pairforge.errors import UsageError
-
-OUT_OF_MEMORY_TEXTS = (
-    "out of memory",  # CUDA (also inside TorchScript, where it arrives as a plain RuntimeError)
-    "failed to allocate memory",  # onnxruntime's BFC arena
-    "cudnn_status_alloc_failed",
-    "cublas_status_alloc_failed",
-    "cuda_error_out_of_memory",
-    "insufficient memory",  # OpenCV
-)
 
 
 def resolve_device(name: str, make_current: bool = True) -> torch.device:
@@ -48,12 +38,3 @@ def resolve_device(name: str, make_current: bool = True) -> torch.device:
     if make_current:
         torch.cuda.set_device(device)
     return device
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for the ways running out of GPU or host memory reaches Python: torch.OutOfMemoryError, MemoryError,
-    and the RuntimeError-like errors of TorchScript, cuDNN/cuBLAS and onnxruntime that only say so in their text."""
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in OUT_OF_MEMORY_TEXTS)

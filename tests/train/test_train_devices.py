@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pairforge.errors import UsageError
+from pairforge.resources import is_out_of_memory
 from pairforge.train import devices
-from pairforge.train.devices import is_out_of_memory, resolve_device
+from pairforge.train.devices import resolve_device
 from pairforge.train.fast import Speed
 from tests.train.oom import OUT_OF_MEMORY
 

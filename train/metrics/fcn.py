@@ -27,7 +27,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from pairforge.errors import PairforgeError, UsageError
-from pairforge.train.devices import is_out_of_memory
+from pairforge.resources import is_out_of_memory
 from pairforge.train.metrics.confusion import IGNORE, Confusion, scores
 from pairforge.train.metrics.inputs import Sample
 from pairforge.train.metrics.segmenters import Segmenter
