@@ -9,6 +9,7 @@ import typer
 
 from pairforge import __version__
 from pairforge.errors import PairforgeError
+from pairforge.extras import missing_extra
 from pairforge.invocation import set_argv
 from pairforge.resources import error_line
 
@@ -24,7 +25,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(
         ("prep", "combine", "split", "pair", "unpair", "check", "fetch", "edges", "rmbg"), "pairforge.prep.cli"
     ),
-    **dict.fromkeys(("run", "recipes", "report"), "pairforge.commands"),
+    **dict.fromkeys(("run", "recipes", "report", "demo"), "pairforge.commands"),
     **dict.fromkeys(("train", "test", "translate", "export", "runs"), "pairforge.train.cli"),
     "eval": "pairforge.train.metrics.cli",
 }
@@ -72,7 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     set_argv(argv)
     try:
-        build_app(_command_in(argv))(args=argv, prog_name="pairforge")
+        try:
+            build_app(_command_in(argv))(args=argv, prog_name="pairforge")
+        except ModuleNotFoundError as exc:
+            hint = missing_extra(exc)
+            if hint is None:
+                raise
+            raise hint from exc
     except PairforgeError as exc:
         if "--debug" in argv:
             raise

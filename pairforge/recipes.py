@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from pairforge.errors import UsageError
 from pairforge.safety import run_name
 
 STAGES = ("prep", "train", "test", "eval", "report")
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(str(resources.files("pairforge.bundled_recipes")))
+"""The bundled recipes: the top-level `recipes/` folder, installed as the package `pairforge.bundled_recipes`
+(so `pairforge run NAME` finds them from a wheel as from a checkout)."""
+
+
+def recipe_path(recipe: Path) -> Path:
+    """A recipe file as given, or a bundled recipe's name (`demo`, `cityscapes`)."""
+    return recipe if recipe.suffix == ".toml" or recipe.exists() else RECIPES_DIR / f"{recipe}.toml"
 
 
 class PrepStage(BaseModel):
@@ -197,5 +205,5 @@ def _option_argv(param: TyperOption, key: str, value: Any, where: str) -> list[s
 
 
 def bundled() -> list[tuple[str, str]]:
-    """(file name, description) of the recipes that ship with pairforge."""
-    return [(p.name, parse_toml(p).get("description", "")) for p in sorted(RECIPES_DIR.glob("*.toml"))]
+    """(name for `pairforge run NAME`, description) of the recipes that ship with pairforge."""
+    return [(p.stem, parse_toml(p).get("description", "")) for p in sorted(RECIPES_DIR.glob("*.toml"))]

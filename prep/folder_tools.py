@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.invocation import command_line
 from pairforge.parsing import parse_choices, parse_size
 from pairforge.prep.imageio import ImageFormat, read_rgb, sha256_file
@@ -199,6 +200,7 @@ def make_remover(
     if bg not in BG_METHODS:
         raise UsageError(f"--bg {bg!r}: choose from {', '.join(BG_METHODS)}")
     if bg == "rembg":
+        require("celeba", "--bg rembg")
         workers = workers or default_workers()
         model = open_model(bg_model, bg_device, threads=max(1, default_workers() // workers))
         if workers > 1:

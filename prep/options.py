@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.parsing import parse_bytes, parse_choices
 from pairforge.prep.executors import EXECUTORS
 from pairforge.prep.imageio import ImageFormat
@@ -30,7 +31,19 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Rebuild OUT instea
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when any input was rejected.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-LayoutOpt = Annotated[str, typer.Option("--layout", help=f"Layouts to write, comma-separated: {', '.join(LAYOUTS)}.")]
+
+
+def _layout_extras(value: str) -> str:
+    """`--layout webdataset` without the library stops while the flags are read, before any work."""
+    if "webdataset" in value.split(","):
+        require("webdataset", "--layout webdataset")
+    return value
+
+
+LayoutOpt = Annotated[
+    str,
+    typer.Option("--layout", help=f"Layouts to write, comma-separated: {', '.join(LAYOUTS)}.", callback=_layout_extras),
+]
 ShardSize = Annotated[
     str, typer.Option("--shard-size", help="--layout webdataset: image bytes per tar shard (1GB, 500MB, 100000).")
 ]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.invocation import command_line
 from pairforge.parsing import parse_size
 from pairforge.train.config import (
@@ -109,6 +110,7 @@ def _train_command() -> typing.Callable[..., None]:
     fields = [_option(name, field) for name, field in TrainConfig.model_fields.items() if name not in SET_BY_RUN]
 
     def train(ctx: typer.Context, resume: bool, overwrite: bool, quiet: bool, as_json: bool, **values: Any) -> None:
+        require("train", "pairforge train")
         given = {k: v for k, v in values.items() if _on_command_line(ctx, k)}
         if values["model"] == "cycle_gan":  # options not typed take cycle_gan's defaults (TrainConfig applies them)
             values = {k: v for k, v in values.items() if k in given or k not in CYCLE_GAN_DEFAULTS}
@@ -225,6 +227,14 @@ def _options(ctx: typer.Context, values: dict[str, Any], source: str) -> dict[st
     return given
 
 
+def _require_for(command: str, source: str) -> None:
+    """torch (the `train` extra) for checkpoints; onnxruntime alone for .onnx models."""
+    if Path(source).suffix == ".onnx":
+        require("export", f"pairforge {command} with an .onnx model", ("onnxruntime",))
+    else:
+        require("train", f"pairforge {command}")
+
+
 def _generator(
     source: str,
     runs_dir: Path,
@@ -290,6 +300,8 @@ def test(
 
       pairforge test horse2zebra_cycle_gan  (CycleGAN: both directions and reconstructions, no metrics)
     """
+    require("train", "pairforge test")
+    _require_for("test", source)
     from pairforge.train.evaluate import run_test
     from pairforge.train.runlog import progress_bar
 
@@ -339,6 +351,7 @@ def translate(
 
       pairforge translate horse2zebra_cycle_gan zebras/ horses/ --direction BtoA
     """
+    _require_for("translate", source)
     from pairforge.train.runlog import progress_bar
     from pairforge.train.translate import translate_folder
 
@@ -384,12 +397,14 @@ def export(
 
       pairforge export runs/maps_pix2pix/checkpoints/epoch_200.safetensors maps.pt --format torchscript --eval
     """
-    from pairforge.parsing import parse_size
-    from pairforge.train.export import export as run_export
-
     if Path(source).suffix == ".onnx":
         raise UsageError(f"{source}: already an ONNX model; export reads a run or a checkpoint")
     fmt = fmt or ("torchscript" if out.suffix in (".pt", ".ts") else "onnx")
+    require("train", "pairforge export")
+    if fmt == "onnx":
+        require("export", "pairforge export to ONNX")
+    from pairforge.train.export import export as run_export
+
     options = {"direction": direction} if direction else {}
     summary = run_export(source, out, fmt, parse_size(size), half, eval_mode, runs_dir, epoch, options)
     _report(summary, "export", quiet, as_json)
@@ -409,6 +424,8 @@ def runs(
     """
     from pairforge.train.runs import best_text, list_runs
 
+    if not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir}: no such folder")
     found = list_runs(runs_dir)
     if as_json:
         print(json.dumps(found, indent=1))

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import torch
 
 from pairforge.errors import PairforgeError, UsageError
+from pairforge.extras import require
 from pairforge.train.codings import Codings, dataset_depth
 from pairforge.train.config import TrainConfig
 from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, pair_codings, to_tensor
@@ -44,6 +45,7 @@ def shard_urls(root: Path | str | None, phase: str) -> list[str] | None:
         shards = sorted(Path(text).glob(f"{phase}-*.tar"))
         return [str(p) for p in shards] or None
     if text.startswith(REMOTE) or text.endswith(".tar") or "{" in text:
+        require("webdataset", "a webdataset --dataroot")
         from braceexpand import braceexpand
 
         return list(braceexpand(text))
@@ -65,6 +67,7 @@ class ShardFiles:
 def find_shards(root: Path | str, phase: str, max_size: int | None = None) -> ShardFiles:
     """The shards of `phase` and their keys: from the manifest.json beside local shards, else one pass over
     the shards' json members."""
+    require("webdataset", "training from webdataset shards")
     urls = shard_urls(root, phase)
     if not urls:
         raise UsageError(f"--dataroot {root}: no {phase}-*.tar shards")

@@ -18,6 +18,7 @@ import numpy as np
 import typer
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.invocation import command_line
 from pairforge.parsing import parse_size
 from pairforge.prep.imageio import ImageRejected, open_image, read_bytes, read_rgb
@@ -253,6 +254,8 @@ def cityscapes(
     ):
         if value not in allowed:
             raise UsageError(f"{flag} {value!r}: choose from {', '.join(allowed)}")
+    if label_source != "color":  # the official palette comes from cityscapesscripts
+        require("cityscapes", f"--label-source {label_source}")
     if include_test and not keep_val:
         raise UsageError("--include-test writes the official test split to test/; add --keep-val so val goes to val/")
     size_wh = parse_size(size)

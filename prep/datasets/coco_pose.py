@@ -24,6 +24,7 @@ import numpy as np
 import typer
 
 from pairforge.errors import PairforgeError, UsageError
+from pairforge.extras import require
 from pairforge.invocation import command_line
 from pairforge.prep.imageio import ImageRejected, read_rgb
 from pairforge.prep.options import (
@@ -391,6 +392,7 @@ def coco_pose(
 
       pairforge prep coco-pose ~/data/coco datasets/pose2person_512 --size 512 --mask-background --draw-occluded
     """
+    require("coco", "pairforge prep coco-pose")
     root = raw_source(src, None, "coco", EXPECTED, DOWNLOAD)
     spec = SplitSpec.parse(split) if split else None
     sets = annotation_sets(root, annotations, images)

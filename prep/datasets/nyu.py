@@ -17,6 +17,7 @@ import numpy as np
 import typer
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.invocation import command_line
 from pairforge.prep.datasets.kitti import (
     CropOpt,
@@ -244,6 +245,7 @@ def nyu(
 
       pairforge prep nyu ~/data/nyu/nyu_depth_v2_labeled.mat datasets/nyu_s2d --task sparse2dense --samples 500
     """
+    require("nyu", "pairforge prep nyu")
     if task not in DATASETS:
         raise UsageError(f"--task {task!r}: choose from {', '.join(DATASETS)}")
     if samples and task != "sparse2dense":

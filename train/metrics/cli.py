@@ -11,11 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import UsageError
+from pairforge.extras import require
 from pairforge.parsing import parse_choices, parse_list, parse_size
 
 FCN = "FCN-score"
 FIDELITY = "FID / KID / IS / LPIPS"
 RUN = "Run"
+EVAL_MODULES = {"fid": "torch_fidelity", "kid": "torch_fidelity", "is": "torch_fidelity", "lpips": "lpips"}
+"""The module each metric needs beyond torch (from the `eval` extra)."""
 
 
 def eval_command(
@@ -156,6 +159,7 @@ def eval_command(
     if compare:
         _compare(runs, paper, table, quiet)
         return
+    require("train", "pairforge eval", ("torch",))
     from pairforge.train.devices import resolve_device
     from pairforge.train.metrics.evaluation import METRICS, EvalOptions, evaluate
     from pairforge.train.metrics.fcn import FcnProtocol
@@ -166,6 +170,8 @@ def eval_command(
         raise UsageError("give one RUN folder, or --fake DIR (with --real DIR for paired metrics); --compare for more")
     inputs = from_run(runs[0], results) if runs else from_folders(fake, real, labels)
     names = parse_choices(metrics, "--metrics", METRICS)
+    for name in set(names) & set(EVAL_MODULES):
+        require("eval", f"--metrics {name}", (EVAL_MODULES[name],))
     mean, std = parse_list(seg_mean, "--seg-mean", float, 3), parse_list(seg_std, "--seg-std", float, 3)
     if min(std) <= 0:
         raise UsageError(f"--seg-std {seg_std!r}: expected positive values")

@@ -1,0 +1,5 @@
+"""`python -m pairforge ...`: the same as the `pairforge` command."""
+
+from pairforge.cli import main
+
+main()
