@@ -10,6 +10,7 @@ import typer
 from pairforge import __version__
 from pairforge.errors import PairforgeError
 from pairforge.extras import missing_extra
+from pairforge.flags import canonical_argv
 from pairforge.invocation import set_argv
 from pairforge.resources import error_line
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     set_argv(argv)
     try:
         try:
-            build_app(_command_in(argv))(args=argv, prog_name="pairforge")
+            command = typer.main.get_command(build_app(_command_in(argv)))
+            command(args=canonical_argv(command, argv), prog_name="pairforge")
         except ModuleNotFoundError as exc:
             hint = missing_extra(exc)
             if hint is None:

@@ -139,13 +139,10 @@ def report(run_folder: Annotated[Path, typer.Argument(help="A run folder, runs/<
     print(f"report: {write_report(run_folder)}")
 
 
-def demo(
-    out: Annotated[Path, typer.Argument(help="Folder for the raw folders, the dataset and the run.")] = Path(
-        "demo-out"
-    ),
-) -> None:
-    """The offline demo: writes its own raw folders from scikit-image's bundled photos under OUT, then runs the
-    bundled `demo` recipe on them (prep -> train -> test -> report). About two minutes on 2 CPU cores.
+def demo() -> None:
+    """The offline demo: writes its own raw folders (crops of scikit-image's bundled colour photos) under
+    demo-out/, then runs the bundled `demo` recipe on them: grayscale -> colour, prep -> train -> test -> report.
+    About two minutes on 2 CPU cores.
 
     Example:
 
@@ -154,7 +151,7 @@ def demo(
     require("demo", "pairforge demo")
     from pairforge.demo import run_demo
 
-    run_demo(out)
+    run_demo()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,8 @@
-"""`make demo`: a messy raw folder from scikit-image's bundled photos, then `recipes/demo.toml` on it: prep,
-a short pix2pix training, test and report.
+"""`pairforge demo` (and `make demo`): grayscale -> colour on crops of the colour photos that ship inside
+scikit-image, then the bundled `demo` recipe on them: prep, a short pix2pix training, test and report.
 
-Runs offline: every image ships inside the scikit-image package. Usage: `python -m pairforge.demo`; everything
-goes under `demo-out/` (the recipe's paths).
+Runs offline. The raw folders look as users' folders do (mixed formats, a photo without its partner, a truncated
+download, stray files); everything goes under `demo-out/` (the recipe's paths).
 """
 
 from __future__ import annotations
@@ -15,67 +15,78 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pairforge.cli import main as pairforge
 from pairforge.recipes import RECIPES_DIR
 
 PHOTOS = (
     "astronaut",
     "chelsea",
     "coffee",
-    "rocket",
-    "immunohistochemistry",
     "hubble_deep_field",
+    "immunohistochemistry",
     "retina",
-    "colorwheel",
-    "camera",
-    "brick",
-    "grass",
-    "moon",
-    "coins",
-    "page",
-    "logo",
+    "rocket",
+    "motorcycle",
 )
-
-
-def write_raw(raw: Path) -> None:
-    """photos/ and edges/ the way users' folders look: mixed formats and modes, and a few broken files."""
-    from skimage import data
-
-    photos, edges = raw / "photos", raw / "edges"
-    photos.mkdir(parents=True)
-    edges.mkdir(parents=True)
-    for i, name in enumerate(PHOTOS):
-        image = getattr(data, name)()
-        ext = ".png" if image.ndim == 2 or image.shape[2] == 4 else (".JPG" if i % 3 == 0 else ".jpg")
-        Image.fromarray(image).save(photos / f"{name}{ext}", **({"quality": 95} if ext != ".png" else {}))
-        gray = image if image.ndim == 2 else cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
-        Image.fromarray(255 - cv2.Canny(gray, 80, 160)).save(edges / f"{name}.png")
-    (edges / "rocket.png").unlink()  # a photo without its edge map
-    (photos / "broken.jpg").write_bytes((photos / "coffee.jpg").read_bytes()[:2000])  # truncated download
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(edges / "broken.png")
-    (photos / ".DS_Store").write_bytes(b"\0")
-    (photos / "notes.txt").write_text("shot list\n")
-
+TILE = 128
+LONG_SIDE = 640
+"""Photos are shrunk to at most this many pixels on their long side, then cut into TILE x TILE crops that do not
+overlap (so a test crop never shares pixels with a training crop)."""
 
 OUT = Path("demo-out")
 
 
-def run(out: Path = OUT) -> int:
-    """Write the raw folders under demo-out/raw/demo, then run recipes/demo.toml on them."""
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    return data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+
+
+def crops(image: np.ndarray) -> dict[str, np.ndarray]:
+    """Non-overlapping TILE x TILE crops of `image` (shrunk to LONG_SIDE), keyed `<row>_<col>`."""
+    scale = min(1.0, LONG_SIDE / max(image.shape[:2]))
+    if scale < 1:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    rows, cols = image.shape[0] // TILE, image.shape[1] // TILE
+    return {
+        f"{r}_{c}": image[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+        for r in range(rows)
+        for c in range(cols)
+    }
+
+
+def write_raw(raw: Path) -> None:
+    """gray/ and photos/ the way users' folders look: mixed formats, and a few broken or stray files."""
+    gray, photos = raw / "gray", raw / "photos"
+    gray.mkdir(parents=True)
+    photos.mkdir(parents=True)
+    for i, name in enumerate(PHOTOS):
+        for key, crop in crops(_photo(name)).items():
+            ext = (".png", ".jpg", ".JPG")[i % 3]
+            Image.fromarray(crop).save(photos / f"{name}_{key}{ext}", **({"quality": 95} if ext != ".png" else {}))
+            Image.fromarray(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)).save(gray / f"{name}_{key}.png")
+    (gray / "rocket_0_0.png").unlink()  # a photo without its grayscale partner
+    (photos / "broken.jpg").write_bytes((photos / "coffee_0_0.JPG").read_bytes()[:2000])  # truncated download
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(gray / "broken.png")
+    (photos / ".DS_Store").write_bytes(b"\0")
+    (photos / "notes.txt").write_text("shot list\n")
+
+
+def run_demo(out: Path = OUT) -> None:
+    """Write the raw folders under demo-out/raw/demo, then run the bundled demo recipe on them."""
+    from pairforge.cli import main as pairforge
+
     raw = out / "raw"
     shutil.rmtree(raw, ignore_errors=True)
     write_raw(raw / "demo")
-    print(f"raw folders (with a few broken files on purpose): {raw}/demo/photos, {raw}/demo/edges\n")
+    print(f"raw folders (with a few broken files on purpose): {raw}/demo/gray, {raw}/demo/photos\n")
     argv = ["run", str(RECIPES_DIR / "demo.toml"), "--data-root", str(raw)]
     print("$ pairforge " + " ".join(argv))
-    try:
-        pairforge(argv)
-    except SystemExit as exc:
-        if exc.code:
-            return int(exc.code)
-    print(f"\nopen {out}/runs/demo/report.html; the dataset is {out}/datasets/edges2photos (A = edges, B = photo)")
-    return 0
+    pairforge(argv)
+    print(f"\nopen {out}/runs/demo/report.html; the dataset is {out}/datasets/gray2colour (A = gray, B = colour)")
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    from pairforge.cli import main
+
+    main(["demo", *sys.argv[1:]])

@@ -53,3 +53,14 @@ def parse_bytes(text: str, flag: str) -> int:
     if value < 1:
         raise UsageError(f"{flag} {text!r}: must be at least 1 byte")
     return int(value)
+
+
+DIRECTIONS = {"atob": "AtoB", "ab": "AtoB", "btoa": "BtoA", "ba": "BtoA"}
+
+
+def parse_direction(text: str) -> str:
+    """`--direction` on every command: AtoB or BtoA, also written AB or BA (case ignored) -> AtoB or BtoA."""
+    found = DIRECTIONS.get(text.strip().lower())
+    if found is None:
+        raise UsageError(f"--direction {text!r}: choose from AtoB (or AB), BtoA (or BA)")
+    return found

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from typer.core import TyperOption
 
 from pairforge.errors import UsageError
+from pairforge.flags import flag_key
 from pairforge.safety import run_name
 
 STAGES = ("prep", "train", "test", "eval", "report")
@@ -88,7 +89,7 @@ def load(
 ) -> Loaded:
     """Read, apply a variant and `--set` overrides, expand paths, validate. Every problem is one UsageError.
     The run is named `<recipe>[_<variant>][_<tag>]` (a sweep point's tag, e.g. `lr7e-5`)."""
-    raw = parse_toml(path)
+    raw = _spelled(parse_toml(path))
     variants = raw.get("variants", {})
     if variant is not None:
         if variant not in variants:
@@ -120,7 +121,24 @@ def _apply_set(raw: dict, assignment: str, path: Path) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
-    raw.setdefault(stage, {})[option.strip()] = value
+    raw.setdefault(stage, {})[flag_key(option.strip())] = value
+
+
+def _spelled(raw: dict) -> dict:
+    """Recipe keys in one spelling (`size-policy` = `size_policy`, as flags on the command line), so a variant or
+    `--set` overrides a key however either was written. Variant names are kept as written."""
+
+    def keys(table: Any) -> Any:
+        return {flag_key(k): v for k, v in table.items()} if isinstance(table, dict) else table
+
+    spelled = {flag_key(k): keys(v) if k in STAGES else v for k, v in raw.items()}
+    variants = spelled.get("variants")
+    if isinstance(variants, dict):
+        spelled["variants"] = {
+            name: {stage: keys(table) for stage, table in stages.items()} if isinstance(stages, dict) else stages
+            for name, stages in variants.items()
+        }
+    return spelled
 
 
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -175,10 +193,10 @@ def to_argv(words: list[str], positionals: list[str], options: dict[str, Any], w
     for param in command.params:
         if isinstance(param, TyperOption):
             for opt in [*param.opts, *param.secondary_opts]:
-                params[opt.lstrip("-")] = param
+                params[flag_key(opt)] = param
     args = list(positionals)
     for key, value in options.items():
-        param = params.get(key) or params.get(key.replace("_", "-"))
+        param = params.get(flag_key(key))
         if param is None:
             close = difflib.get_close_matches(key, params, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -188,6 +206,8 @@ def to_argv(words: list[str], positionals: list[str], options: dict[str, Any], w
         command.make_context(f"pairforge {' '.join(words)}", list(args))
     except typer.TyperException as exc:
         raise UsageError(f"{where}: {exc.format_message()}") from None
+    except UsageError as exc:  # a value parser's or callback's own one-line error
+        raise type(exc)(f"{where}: {exc}") from None
     return [*words, *args]
 
 
@@ -196,7 +216,7 @@ def _option_argv(param: TyperOption, key: str, value: Any, where: str) -> list[s
         if not isinstance(value, bool):
             raise UsageError(f"{where}: key {key!r} takes true or false, not {value!r}")
         on, off = param.opts[0], (param.secondary_opts or [None])[0]
-        if f"--{key}" in param.secondary_opts:  # the key names the negative form, e.g. no_fast = true
+        if flag_key(key) in map(flag_key, param.secondary_opts):  # the negative form, e.g. no_fast = true
             on, off = off, on
         chosen = on if value else off
         return [chosen] if chosen else []

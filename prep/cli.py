@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pairforge.errors import UsageError
 from pairforge.invocation import command_line
-from pairforge.parsing import parse_list, parse_size
+from pairforge.parsing import parse_direction, parse_list, parse_size
 from pairforge.prep import datasets, folder_tools
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import JOIN_POLICIES, SIZE_POLICIES, CombineBuilder, default_format, find_pairs
@@ -105,7 +105,10 @@ def combine(
     ] = "error",
     size: Annotated[str | None, typer.Option(help="Resize both halves to N or WxH.")] = None,
     interpolation: Annotated[str, typer.Option(help=f"{'|'.join(INTERPOLATION_NAMES)}.")] = "auto",
-    direction: Annotated[str, typer.Option(help="AB puts A on the left, BA puts B on the left.")] = "AB",
+    direction: Annotated[
+        str,
+        typer.Option(help="AB (or AtoB) puts A on the left, BA (or BtoA) puts B on the left.", parser=parse_direction),
+    ] = "AB",
     background: Annotated[str, typer.Option(help="R,G,B under transparent pixels and padding.")] = "255,255,255",
     layout: LayoutOpt = "ab",
     shard_size: ShardSize = "1GB",
@@ -134,7 +137,6 @@ def combine(
     for name, value, allowed in (
         ("--size-policy", size_policy, SIZE_POLICIES),
         ("--interpolation", interpolation, INTERPOLATION_NAMES),
-        ("--direction", direction, ("AB", "BA")),
     ):
         if value not in allowed:
             raise UsageError(f"{name} {value!r}: choose from {', '.join(allowed)}")
@@ -158,7 +160,7 @@ def combine(
         "size_policy": size_policy,
         "size": list(size_wh) if size_wh else None,
         "interpolation": interpolation,
-        "direction": direction,
+        "direction": "AB" if direction == "AtoB" else "BA",
         "background": list(parse_background(background)),
         "split": str(split_spec),
         "seed": seed,
@@ -172,7 +174,7 @@ def combine(
         size_wh,
         interpolation,
         tuple(options["background"]) if background else WHITE,
-        direction == "BA",
+        direction == "BtoA",
     )
     job = Job(
         out=out,

@@ -123,4 +123,10 @@ def make_layouts(names: list[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list
     unknown = [n for n in names if n not in LAYOUTS]
     if unknown:
         raise UsageError(f"--layout {','.join(unknown)}: choose from {', '.join(LAYOUTS)}")
+    if {"ab", "split"} <= set(names):
+        raise UsageError(
+            "--layout ab,split: both write into <split>/, where the reference trainer's aligned loader would read"
+            " split's A/ and B/ files as pairs too; write one here and the other to its own folder"
+            " (e.g. pairforge unpair OUT --layout split writes OUT_split)"
+        )
     return [WebDatasetLayout(shard_size) if n == "webdataset" else LAYOUTS[n]() for n in names]

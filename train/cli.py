@@ -20,7 +20,7 @@ from rich.table import Table
 from pairforge.errors import UsageError
 from pairforge.extras import require
 from pairforge.invocation import command_line
-from pairforge.parsing import parse_size
+from pairforge.parsing import parse_direction, parse_size
 from pairforge.train.config import (
     CYCLE_GAN_DEFAULTS,
     GeneratorName,
@@ -86,7 +86,12 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
         default = "x".join(map(str, default)) if default[0] != default[1] else str(default[0])
     elif isinstance(default, Path):
         default = str(default)
-    option = typer.Option(default, *decls, help=field.description, rich_help_panel=field.json_schema_extra["panel"])
+    panel = field.json_schema_extra["panel"]
+    if name == "direction":  # AtoB/BtoA, also written AB/BA, as on every command
+        option = typer.Option(default, *decls, help=f"{field.description} (AB, BA too)", rich_help_panel=panel,
+                              parser=parse_direction)  # fmt: skip
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str)
+    option = typer.Option(default, *decls, help=field.description, rich_help_panel=panel)
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=_cli_type(field.annotation)
     )
@@ -172,6 +177,7 @@ Source = Annotated[
 ]
 Epoch = Annotated[str, typer.Option("--epoch", help="Checkpoint of a run: latest or an epoch number.")]
 RunsDir = Annotated[Path, typer.Option("--runs_dir", help="Folder that holds the runs.")]
+RunsDirDashed = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.")]
 Eval = Annotated[
     bool,
     typer.Option(
@@ -185,10 +191,17 @@ Seed = Annotated[int, typer.Option("--seed", help="Seed of test-time dropout and
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar or summary.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-Direction = Annotated[Literal["AtoB", "BtoA"] | None, typer.Option("--direction", help="Override the run's direction.")]
+Direction = Annotated[
+    str | None,
+    typer.Option("--direction", help="Override the run's direction: AtoB or BtoA (AB, BA).", parser=parse_direction),
+]
 CycleDirection = Annotated[
-    Literal["AtoB", "BtoA"] | None,
-    typer.Option("--direction", help="cycle_gan runs: AtoB uses G_A, BtoA uses G_B (default: the run's direction)."),
+    str | None,
+    typer.Option(
+        "--direction",
+        help="cycle_gan runs: AtoB (AB) uses G_A, BtoA (BA) uses G_B (default: the run's direction).",
+        parser=parse_direction,
+    ),
 ]
 TestSize = Annotated[
     str | None,
@@ -383,7 +396,7 @@ def export(
     ] = False,
     direction: CycleDirection = None,
     epoch: Epoch = "latest",
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDirDashed = Path("runs"),
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:

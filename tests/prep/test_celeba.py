@@ -159,12 +159,12 @@ def test_rembg_removes_the_background_with_a_model_file_and_keeps_masks(tmp_path
 def test_default_formats_are_png_edges_and_jpeg_photos(tmp_path, cli):
     src = celeba(tmp_path / "celeba", ["000001.jpg"], {"000001.jpg": 0})
     rect = ["--grabcut-rect", "0.1,0.05,0.9,1"]
-    result = cli("prep", "celeba", src, tmp_path / "out", "--bg", "grabcut", *rect, "--layout", "split,ab", *QUICK)
+    result = cli("prep", "celeba", src, tmp_path / "out", "--bg", "grabcut", *rect, "--layout", "unaligned,ab", *QUICK)
     assert result.code == 0, result.err
-    assert (tmp_path / "out" / "train" / "A" / "000001.png").is_file()
-    assert (tmp_path / "out" / "train" / "B" / "000001.jpg").is_file()
+    assert (tmp_path / "out" / "trainA" / "000001.png").is_file()
+    assert (tmp_path / "out" / "trainB" / "000001.jpg").is_file()
     assert (tmp_path / "out" / "train" / "000001.png").is_file()
-    b = load(tmp_path / "out" / "train" / "B" / "000001.jpg")
+    b = load(tmp_path / "out" / "trainB" / "000001.jpg")
     assert (b[:, :3] > 240).all()  # grabcut: the sides outside the rectangle are background, filled white
     assert read_manifest(tmp_path / "out")["options"]["grabcut_rect"] == [0.1, 0.05, 0.9, 1.0]
 

@@ -36,7 +36,7 @@ def test_combine_webdataset_holds_the_pairs_of_the_other_layouts(tmp_path, cli):
     a, b = make_inputs(tmp_path, names)
     out = tmp_path / "out"
     args = ("--split", "0.7,0.3,0", "--format", "png", "--shard-size", "5KB", "--workers", "2", "-q")
-    result = cli("combine", a, b, out, "--layout", "ab,split,webdataset", *args)
+    result = cli("combine", a, b, out, "--layout", "ab,unaligned,webdataset", *args)
     assert result.code == 0, result.err
     manifest = read_manifest(out)
     shards = manifest["shards"]
@@ -49,8 +49,8 @@ def test_combine_webdataset_holds_the_pairs_of_the_other_layouts(tmp_path, cli):
         keys = sorted(it["key"] for it in manifest["items"] if it["split"] == split)
         assert sorted(samples) == keys
         for key, sample in samples.items():
-            assert sample["a"] == (out / split / "A" / f"{key}.png").read_bytes()  # the split layout's bytes
-            assert sample["b"] == (out / split / "B" / f"{key}.png").read_bytes()
+            assert sample["a"] == (out / f"{split}A" / f"{key}.png").read_bytes()  # the unaligned layout's bytes
+            assert sample["b"] == (out / f"{split}B" / f"{key}.png").read_bytes()
             ab = load(out / split / f"{key}.png")
             side_a = np.array(Image.open(io.BytesIO(sample["a"])))
             side_b = np.array(Image.open(io.BytesIO(sample["b"])))
