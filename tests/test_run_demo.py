@@ -11,7 +11,7 @@ from pairforge.demo import write_raw
 from pairforge.recipes import RECIPES_DIR, load
 from pairforge.run import build_stages, decide, run_dir
 
-SHORT = ["--set", "train.n_epochs=2", "--set", "train.n_epochs_decay=1"]
+SHORT = ["--set", "train.n_epochs=2", "--set", "train.n_epochs_decay=1", "--set", "train.max_dataset_size=8"]
 
 
 @pytest.fixture
@@ -30,10 +30,14 @@ def test_demo_recipe_runs_end_to_end_then_skips_everything(demo, cli, tmp_path):
     assert first.code == 0, first.err
     run = tmp_path / "demo-out" / "runs" / "demo"
     report = (run / "report.html").read_text()
-    assert "Dataset" in report and "corrupt image" in report and "report_losses.png" in report
-    assert (run / "report_losses.png").stat().st_size > 1000
+    assert "Dataset" in report and "corrupt image" in report and "no matching" in report
+    assert "src='runs/" not in report and "src='results/" not in report  # every image is embedded
+    assert report.count("src='data:image/png;base64,") >= 1 + 1 + 3  # losses, a training sample, a test row
+    assert "alt='loss curves by training step, one panel per scale: D_" in report
     metrics = json.loads((run / "results" / "test_latest" / "metrics.json").read_text())
-    assert metrics["count"] == 3 and metrics["psnr"] > 5
+    counts = json.loads((tmp_path / "demo-out" / "datasets" / "gray2colour" / "manifest.json").read_text())["counts"]
+    assert metrics["count"] == counts["test"] > 5 and metrics["psnr"] > 5
+    assert "baseline output = input" in report
     records = stage_records(run)
     assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(
         ["prep", "train", "test", "report"], "done"

@@ -24,7 +24,7 @@ EVAL_MODULES = {"fid": "torch_fidelity", "kid": "torch_fidelity", "is": "torch_f
 def eval_command(
     runs: Annotated[
         list[Path] | None,
-        typer.Argument(help="A run folder (or name under --runs_dir) after `pairforge test`; with --compare, several."),
+        typer.Argument(help="A run folder (or name under --runs-dir) after `pairforge test`; with --compare, several."),
     ] = None,
     fake: Annotated[Path | None, typer.Option("--fake", help="Folder of generated images (instead of a run).")] = None,
     real: Annotated[
@@ -37,7 +37,7 @@ def eval_command(
     results: Annotated[
         str | None, typer.Option("--results", help="Which results/<name> of the run (default: the newest test).")
     ] = None,
-    runs_dir: Annotated[Path, typer.Option("--runs_dir", help="Folder that holds the runs.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the runs.")] = Path("runs"),
     metrics: Annotated[
         str, typer.Option("--metrics", help="Comma-separated: pixel (L1, PSNR, SSIM), fcn, fid, kid, is, lpips.")
     ] = "pixel",
