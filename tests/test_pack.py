@@ -12,7 +12,16 @@ from safetensors.torch import load_file
 from pairforge.demo import write_raw
 from pairforge.recipes import RECIPES_DIR
 
-SHORT = ["--set", "train.n_epochs=1", "--set", "train.n_epochs_decay=0", "--set", "train.ndf=4"]
+SHORT = [
+    "--set",
+    "train.n_epochs=1",
+    "--set",
+    "train.n_epochs_decay=0",
+    "--set",
+    "train.ndf=4",
+    "--set",
+    "train.max_dataset_size=8",
+]
 ONE_STEP = ["--set", "train.max_steps=1"]
 VARIANTS = """
 [variants.a]
