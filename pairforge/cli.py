@@ -19,7 +19,8 @@ HELP = (
     "Examples:\n\n"
     "  pairforge combine photos/ sketches/ datasets/faces --size 256\n\n"
     "  pairforge prep cityscapes ~/data/cityscapes datasets/cityscapes\n\n"
-    "  pairforge check datasets/faces"
+    "  pairforge check datasets/faces\n\n"
+    "  pairforge demo  (offline: a small pix2pix learns grayscale -> colour; needs the demo extra)"
 )
 
 COMMAND_MODULES = {
