@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pairforge.errors import PairforgeError, UsageError
+from pairforge.manifest_lines import MANIFEST_NAME, RECORD_LISTS, ManifestLines
 from pairforge.recipes import STAGES, Loaded, to_argv
 
 
@@ -36,17 +37,26 @@ class Stage:
 
 
 VOLATILE_MANIFEST_KEYS = ("created", "command", "tool")
-"""What a prep re-run that changed nothing may still rewrite in manifest.json: not part of the dataset."""
+"""What a prep re-run that changed nothing may still rewrite in manifest.json: not part of the dataset (nor are
+the files' recorded modification times)."""
 
 
 def _content(path: Path) -> bytes:
-    """The bytes of an input file that matter: a dataset manifest without its volatile keys."""
+    """The bytes of an input file that matter: for a dataset manifest, a digest of it without its volatile keys,
+    read one record at a time."""
     if not path.is_file():
         return b"<missing>"
-    if path.name != "manifest.json":
+    if path.name != MANIFEST_NAME:
         return path.read_bytes()
-    manifest = json.loads(path.read_text())
-    return json.dumps({k: v for k, v in manifest.items() if k not in VOLATILE_MANIFEST_KEYS}, sort_keys=True).encode()
+    manifest = ManifestLines(path)
+    header = {k: v for k, v in manifest.header.items() if k not in VOLATILE_MANIFEST_KEYS}
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in RECORD_LISTS:
+        for record in manifest.records(name):
+            for output in record.get("outputs", ()):
+                output.pop("mtime_ns", None)
+            digest.update(json.dumps(record, sort_keys=True).encode())
+    return digest.digest()
 
 
 @dataclass

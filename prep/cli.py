@@ -51,6 +51,7 @@ from pairforge.prep.options import (
     ShardSize,
     SplitOpt,
     Strict,
+    Verify,
     Workers,
     execute,
     formats_from,
@@ -121,6 +122,7 @@ def combine(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -187,7 +189,9 @@ def combine(
         options=options,
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def split(
@@ -202,6 +206,7 @@ def split(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -235,7 +240,7 @@ def split(
         fmt,
         quality,
         options,
-        run_settings(workers, overwrite, dry_run, executor, ray_address),
+        run_settings(workers, overwrite, dry_run, executor, ray_address, verify),
         Reporting(quiet, json_, strict),
     )
 
@@ -252,6 +257,7 @@ def unpair(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -280,7 +286,7 @@ def unpair(
         fmt,
         quality,
         {"format": fmt, "quality": quality},
-        run_settings(workers, overwrite, dry_run, executor, ray_address),
+        run_settings(workers, overwrite, dry_run, executor, ray_address, verify),
         Reporting(quiet, json_, strict),
     )
 
@@ -301,6 +307,7 @@ def pair(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -333,7 +340,7 @@ def pair(
         fmt,
         quality,
         options,
-        run_settings(workers, overwrite, dry_run, executor, ray_address),
+        run_settings(workers, overwrite, dry_run, executor, ray_address, verify),
         Reporting(quiet, json_, strict),
     )
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -24,11 +24,11 @@ from contextlib import contextmanager
 import cv2
 
 from pairforge.errors import UsageError
-from pairforge.prep.pairing import Pair
 from pairforge.resources import ResourceExhausted
 
 Result = tuple[str, dict]
-Shard = list[Pair]
+Shard = list
+"""Items for one task: the runner's (pair, previous outputs), the checker's file records."""
 RunShard = Callable[[Shard], list[Result]]
 EXECUTORS = ("local", "ray")
 IN_FLIGHT = 4
@@ -36,23 +36,25 @@ IN_FLIGHT = 4
 enough that the finished results waiting for it hold little memory."""
 
 
-def shards_of(pairs: list[Pair], workers: int) -> list[Shard]:
+def shards_of(items: list, workers: int) -> Iterator[list]:
     """Shards small enough to balance the load and show progress, large enough to amortise dispatch."""
-    size = max(1, min(32, len(pairs) // (workers * 8)))
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    size = max(1, min(32, len(items) // (workers * 8)))
+    return (items[i : i + size] for i in range(0, len(items), size))
 
 
-def run_sharded(backend, pairs: list[Pair], workers: int) -> Iterator[Result]:
-    """Every pair's result, in the order of `pairs`; the pairs of a crashed shard are retried alone, in place."""
-    for shard, outcome in backend.map_shards(shards_of(pairs, workers)):
+def run_sharded(backend, shards: Iterable[list], paths_of: Callable[[object], dict]) -> Iterator[Result]:
+    """Every item's result, in the order of `shards` (taken as they are needed: they may come from a generator);
+    the items of a crashed shard are retried alone, in place, and one that crashes alone is rejected (its
+    `paths_of` named)."""
+    for shard, outcome in backend.map_shards(shards):
         if not isinstance(outcome, Exception):
             yield from outcome
             continue
-        for pair in shard:
-            alone = backend.run_alone([pair])
+        for item in shard:
+            alone = backend.run_alone([item])
             if isinstance(alone, Exception):
                 reason = f"worker crashed while building this pair ({type(alone).__name__})"
-                yield "rejected", {"paths": pair.sources, "reason": reason, "kind": "worker crashed"}
+                yield "rejected", {"paths": paths_of(item), "reason": reason, "kind": "worker crashed"}
             else:
                 yield from alone
 
@@ -163,18 +165,19 @@ class LocalPool:
                 raise
         return pool
 
-    def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
+    def map_shards(self, shards: Iterable[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
         """Each shard with its results (or the exception of the crash that took it down), in order. Submission
-        runs IN_FLIGHT shards per worker ahead of the oldest unfinished one."""
-        waiting = deque(shards)
+        runs IN_FLIGHT shards per worker ahead of the oldest unfinished one (and takes the shards as it goes)."""
+        upcoming = iter(shards)
+        waiting = next(upcoming, None)
         running: deque[tuple[Shard, Future]] = deque()
-        while waiting or running:
-            while waiting and len(running) < self.workers * IN_FLIGHT:
+        while waiting is not None or running:
+            while waiting is not None and len(running) < self.workers * IN_FLIGHT:
                 try:
-                    running.append((waiting[0], self.pool.submit(self.run_shard, waiting[0])))
+                    running.append((waiting, self.pool.submit(self.run_shard, waiting)))
                 except BrokenProcessPool:  # a crash seen first here: the running shards report it below
                     break
-                waiting.popleft()
+                waiting = next(upcoming, None)
             if not running:  # only after a crash: nothing in flight to report it
                 self._restart()
                 continue
@@ -224,12 +227,19 @@ class RayCluster:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         self.task = ray.remote(max_retries=2)(run_shard_with_state)
         self.state = ray.put(state)
+        self.in_flight = max(1, int(ray.cluster_resources().get("CPU", 1))) * IN_FLIGHT
 
-    def map_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
-        """Each shard with its results (or the task's error), in order; every shard is submitted at once and
-        the cluster's scheduler spreads them (finished results wait in Ray's object store, not here)."""
-        refs = [self.task.remote(self.state, shard) for shard in shards]
-        for shard, ref in zip(shards, refs, strict=True):
+    def map_shards(self, shards: Iterable[Shard]) -> Iterator[tuple[Shard, list[Result] | Exception]]:
+        """Each shard with its results (or the task's error), in order. The driver streams: IN_FLIGHT tasks per
+        CPU of the cluster are submitted ahead of the oldest unfinished one, and Ray's scheduler spreads them."""
+        running: deque[tuple[Shard, object]] = deque()
+        for shard in shards:
+            running.append((shard, self.task.remote(self.state, shard)))
+            if len(running) >= self.in_flight:
+                shard, ref = running.popleft()
+                yield shard, self._get(ref)
+        while running:
+            shard, ref = running.popleft()
             yield shard, self._get(ref)
 
     def run_alone(self, shard: Shard) -> list[Result] | Exception:

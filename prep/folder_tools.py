@@ -34,6 +34,7 @@ from pairforge.prep.options import (
     ShardSize,
     SplitOpt,
     Strict,
+    Verify,
     Workers,
     execute,
     formats_from,
@@ -318,6 +319,7 @@ def edges(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -342,7 +344,9 @@ def edges(
     if not has_split_folders(root):
         options.update(split=str(spec), seed=seed)
     job = setup.job(root, out, scan_folder(root, spec, seed), builder, options, layout, format_, quality, shard_size)
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def rmbg(
@@ -364,6 +368,7 @@ def rmbg(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -397,7 +402,9 @@ def rmbg(
         options=options,
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

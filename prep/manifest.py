@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,21 +15,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pairforge import __version__
 from pairforge.errors import PairforgeError
+from pairforge.manifest_lines import MANIFEST_NAME, ManifestLines
 from pairforge.prep.imageio import atomic_file
 
 SCHEMA = 1
-MANIFEST_NAME = "manifest.json"
+
+
+RECORD_CONFIG = ConfigDict(cache_strings="keys")
+"""Records are parsed one at a time: caching their values (paths, hashes) would only hold memory."""
 
 
 class OutputRecord(BaseModel):
+    model_config = RECORD_CONFIG
+
     layout: str
     path: str
     sha256: str
     width: int
     height: int
+    size: int | None = None
+    """Bytes on disk when written (None for shard members and manifests written before it was recorded)."""
+    mtime_ns: int | None = None
+    """The file's modification time when written: with `size`, a re-run's cheap check that it is unchanged."""
 
 
 class ItemRecord(BaseModel):
+    model_config = RECORD_CONFIG
+
     key: str
     split: str
     sources: dict[str, str]
@@ -37,6 +49,8 @@ class ItemRecord(BaseModel):
 
 
 class RejectedRecord(BaseModel):
+    model_config = RECORD_CONFIG
+
     paths: dict[str, str]
     reason: str
     kind: str
@@ -99,15 +113,16 @@ class ManifestBuilder:
     _last: tuple[str, str] = ("", "")
     _rejected: list[tuple[tuple, str]] = field(default_factory=list)
 
-    def add_item(self, record: dict) -> None:
-        """One output pair, shaped as `ItemRecord`, after every pair that sorts before it."""
+    def add_item(self, record: dict, line: str | None = None) -> None:
+        """One output pair, shaped as `ItemRecord` (or given as its manifest `line`, which then holds all of it
+        beyond `split` and `key`), after every pair that sorts before it."""
         order = (record["split"], record["key"])
         if order < self._last:
             raise ValueError(f"manifest items out of order: {order} after {self._last}")
         self._last = order
         if self._spool is None:  # an anonymous file: gone when closed, or when the process ends
             self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (open until write)
-        self._spool.write(_line(record) + "\n")
+        self._spool.write((line or _line(record)) + "\n")
         self.counts[record["split"]] += 1
 
     def add_rejected(self, record: dict) -> None:
@@ -137,6 +152,16 @@ class ManifestBuilder:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+
+    def write_interrupted(self, root: Path, later: Iterable[ItemRecord]) -> None:
+        """Write manifest.json for a run that stops before its end (`incomplete`): the items done so far, then
+        the items of `later` (the previous manifest's) that sort after them, so that a re-run still knows every
+        file that was written and checks it rather than trusting or rebuilding it."""
+        for item in later:
+            if (item.split, item.key) > self._last:
+                self.add_item(item.model_dump())
+        self.header.incomplete = True
+        self.write(root)
 
 
 def _line(record: dict) -> str:
@@ -183,13 +208,52 @@ def _write_list(fh: TextIO, name: str, lines: Iterable[str]) -> None:
     fh.write("\n ]" if separator != "\n  " else "]")
 
 
+class ManifestReader:
+    """A dataset's manifest.json, read as it was written: the header (every field but the items and rejections,
+    shards included) validated at once, items and rejections validated one record at a time as they are read."""
+
+    def __init__(self, root: Path, name: str = MANIFEST_NAME, header_only: bool = False):
+        """`header_only`: read the fields before the items and nothing else (no shards, no records)."""
+        self.path = root / name
+        if not self.path.is_file():
+            raise PairforgeError(f"{self.path}: no manifest.json; is {root} a pairforge dataset?")
+        try:
+            self._lines = ManifestLines(self.path, header_only)
+        except (OSError, ValueError) as exc:
+            raise PairforgeError(f"{self.path}: not a valid manifest ({exc})") from None
+        shards = list(self._lines.records("shards"))
+        self.header: Manifest = self._validated(Manifest, {**self._lines.header, "shards": shards}, "header")
+
+    @property
+    def item_count(self) -> int:
+        return self._lines.count("items")
+
+    def items(self) -> Iterator[ItemRecord]:
+        """The items in file order ((split, key) order for manifests pairforge wrote), one at a time."""
+        return (item for item, _ in self.item_lines())
+
+    def item_lines(self) -> Iterator[tuple[ItemRecord, str]]:
+        """Each item with its line of JSON."""
+        for number, line in enumerate(self._lines.lines("items")):
+            yield self._validated(ItemRecord, line, f"items.{number}"), line.decode()
+
+    def rejected(self) -> Iterator[RejectedRecord]:
+        for number, line in enumerate(self._lines.lines("rejected")):
+            yield self._validated(RejectedRecord, line, f"rejected.{number}")
+
+    def _validated(self, model: type[BaseModel], data: bytes | dict, where: str):
+        try:
+            return model.model_validate_json(data) if isinstance(data, bytes) else model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            inside = ".".join(str(p) for p in first["loc"])
+            raise PairforgeError(
+                f"{self.path}: not a valid manifest ({where}{'.' if inside else ''}{inside}: {first['msg']})"
+            ) from None
+
+
 def read_manifest(root: Path) -> Manifest:
-    path = manifest_path(root)
-    if not path.is_file():
-        raise PairforgeError(f"{path}: no manifest.json; is {root} a pairforge dataset?")
-    try:
-        return Manifest.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise PairforgeError(f"{path}: not a valid manifest ({where}: {first['msg']})") from None
+    """The whole manifest in memory, items and rejections included: for small ones only (a fetched dataset's);
+    everything that may read a large dataset uses `ManifestReader`."""
+    reader = ManifestReader(root)
+    return reader.header.model_copy(update={"items": list(reader.items()), "rejected": list(reader.rejected())})

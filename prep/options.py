@@ -28,6 +28,14 @@ RayAddress = Annotated[
 Workers = Annotated[int, typer.Option("--workers", help="Parallel worker processes (0 = all cores).", min=0)]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; write nothing.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Rebuild OUT instead of resuming it.")]
+Verify = Annotated[
+    bool,
+    typer.Option(
+        "--verify",
+        help="On resume, re-hash every file kept from the last run (default: trust one with its recorded size and"
+        " mtime; others are re-hashed, and rebuilt unless intact).",
+    ),
+]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when any input was rejected.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -77,12 +85,17 @@ def formats_from(format_: str | None, quality: int, default_a: str, default_b: s
 
 
 def run_settings(
-    workers: int, overwrite: bool, dry_run: bool, executor: str = "local", ray_address: str | None = None
+    workers: int,
+    overwrite: bool,
+    dry_run: bool,
+    executor: str = "local",
+    ray_address: str | None = None,
+    verify: bool = False,
 ) -> RunSettings:
     """RunSettings from the shared flags, with `--executor` checked."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
-    return RunSettings(workers, overwrite, dry_run, executor=executor, ray_address=ray_address)
+    return RunSettings(workers, overwrite, dry_run, executor=executor, ray_address=ray_address, verify=verify)
 
 
 def execute(job: Job, settings: RunSettings, reporting: Reporting) -> RunResult:
@@ -110,6 +123,7 @@ def summarize(job: Job, result: RunResult, dry_run: bool) -> dict:
         "dry_run": dry_run,
         "planned": len(job.pairs),
         "written": result.written,
+        "rebuilt": result.rebuilt,
         "skipped": result.skipped,
         "rejected": result.rejected,
         "rejected_by_reason": result.rejected_by_kind,
@@ -129,6 +143,8 @@ def print_summary(summary: dict) -> None:
         for split, count in summary["counts"].items():
             table.add_row(f"  {split}", str(count))
         table.add_row("written", str(summary["written"]))
+        if summary["rebuilt"]:
+            table.add_row("  rebuilt (files missing or changed)", str(summary["rebuilt"]))
         table.add_row("skipped (already done)", str(summary["skipped"]))
     table.add_row("rejected", str(summary["rejected"]))
     for reason, count in summary["rejected_by_reason"].items():

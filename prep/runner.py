@@ -8,6 +8,7 @@ members the workers encoded into shards in (split, key) order (`shards.py`).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairforge.errors import Interrupted, PairforgeError, UsageError
-from pairforge.prep.executors import LocalPool, RayCluster, run_sharded, tune_worker_process
+from pairforge.prep.executors import LocalPool, RayCluster, run_sharded, shards_of, tune_worker_process
 from pairforge.prep.imageio import ImageRejected, encode, image_size, sha256_bytes, sha256_file, write_atomic
-from pairforge.prep.manifest import Manifest, ManifestBuilder, manifest_path, read_manifest
+from pairforge.prep.manifest import ItemRecord, Manifest, ManifestBuilder, ManifestReader, OutputRecord, manifest_path
 from pairforge.prep.pairing import Pair, Rejection
 from pairforge.prep.progress import count_columns, progress_bar
 from pairforge.prep.shards import ShardSink
@@ -53,11 +54,15 @@ class RunSettings:
     progress: bool = True
     executor: str = "local"  # or "ray"
     ray_address: str | None = None
+    verify: bool = False
+    """On resume, re-hash every kept file (otherwise a file with its recorded size and mtime is taken as intact)."""
 
 
 @dataclass
 class RunResult:
     written: int = 0
+    rebuilt: int = 0
+    """Of the written pairs, those whose files the previous run had written but were missing or changed."""
     skipped: int = 0
     rejected: int = 0
     rejected_by_kind: dict[str, int] = field(default_factory=dict)
@@ -85,19 +90,23 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     result = RunResult()
     if settings.dry_run:
         return _counted(result, manifest)
-    resuming = manifest_path(job.out).is_file() and not settings.overwrite
-    stale = _previous_outputs(job.out) if settings.overwrite else set()
+    previous = _keep_previous(job.out)
+    stale = _previous_outputs(job.out, previous) if settings.overwrite else set()
+    if settings.overwrite or any(layout.streamed for layout in job.layouts):  # shards are rebuilt on every run
+        previous = None
     job.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(job.out)
     manifest.write_started(job.out)
     start = time.perf_counter()
-    executor = _executor(job, settings, resuming)
+    executor = _executor(job, settings)
     streamed = next((layout for layout in job.layouts if layout.streamed), None)
     sink = ShardSink(job.out, streamed) if streamed else None
     pairs = sorted(job.pairs, key=lambda p: (p.split, p.key))  # the manifest's order, and the shards'
+    kept = Kept(os.fspath(job.out), job.layouts, job.formats, settings.verify)
+    interrupted = False
     try:
         with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(pairs)) as update:
-            for status, record in executor.results(pairs):
+            for status, record in _results(executor, kept, _with_previous(pairs, previous)):
                 update(advance=1)
                 if status == "rejected":
                     manifest.add_rejected(record)
@@ -105,26 +114,141 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
                 members = record.pop("members", {})
                 if sink:
                     sink.add(record, members)
-                manifest.add_item(record)
+                manifest.add_item(record, record.pop("line", None))
                 if stale:  # --overwrite: outputs this run makes again are not stale
                     stale.difference_update(output["path"] for output in record["outputs"])
-                result.written += status == "written"
+                result.written += status in ("written", "rebuilt")
+                result.rebuilt += status == "rebuilt"
                 result.skipped += status == "skipped"
         if sink:
             header.shards = sink.close()
     except KeyboardInterrupt:
-        executor.close()  # the workers finish the pairs they hold: counted after them
-        raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish") from None
+        interrupted = True
     except ResourceExhausted as exc:
         raise PairforgeError(
             f"{exc}: stopped, {_kept(job, pairs)}; {exc.remedy()}, then run the same command again to finish"
         ) from None
     finally:
-        executor.close()
+        executor.close()  # on Ctrl-C the workers finish the pairs they hold: counted after them
+    if interrupted:
+        manifest.write_interrupted(job.out, previous.items() if previous is not None else ())
+        (job.out / PREVIOUS_NAME).unlink(missing_ok=True)
+        raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish")
     result.seconds = time.perf_counter() - start
     delete_recorded(job.out, stale)
     manifest.write(job.out)
+    (job.out / PREVIOUS_NAME).unlink(missing_ok=True)
     return _counted(result, manifest)
+
+
+PREVIOUS_NAME = ".manifest.previous.json"
+"""Where a run keeps the manifest of the last finished run while it writes its own (hidden: not a dataset file)."""
+CHUNK = 2048
+"""Pairs looked at together: the parent keeps those whose files are intact, the workers build the rest."""
+
+
+def _keep_previous(out: Path) -> ManifestReader | None:
+    """The last manifest that records the files written, moved aside (PREVIOUS_NAME) so that it stays readable
+    while this run writes manifest.json. A run stopped by Ctrl-C records its files (`write_interrupted`); one
+    killed outright leaves manifest.json without items, and the manifest it had moved aside still counts."""
+    current, kept = manifest_path(out), out / PREVIOUS_NAME
+    finished = current.is_file() and not ManifestReader(out, header_only=True).header.incomplete
+    if finished or (current.is_file() and ManifestReader(out).item_count):
+        os.replace(current, kept)
+    return ManifestReader(out, PREVIOUS_NAME) if kept.is_file() else None
+
+
+Previous = tuple[ItemRecord, str]
+"""What the last finished run recorded for a pair: the item and its line in the manifest."""
+Task = tuple[Pair, list[OutputRecord] | None]
+"""A pair for the workers, with the outputs the last finished run recorded for it (None: it had none)."""
+
+
+def _with_previous(pairs: list[Pair], previous: ManifestReader | None) -> Iterator[tuple[Pair, Previous | None]]:
+    """Each pair (in (split, key) order) with its previous record: a merge with the previous manifest's items,
+    which are in the same order, read one at a time."""
+    records = previous.item_lines() if previous is not None else iter(())
+    record = next(records, None)
+    for pair in pairs:
+        order = (pair.split, pair.key)
+        while record is not None and (record[0].split, record[0].key) < order:
+            record = next(records, None)
+        if record is not None and (record[0].split, record[0].key) == order:
+            yield pair, record
+        else:
+            yield pair, None
+
+
+def _results(executor, kept: Kept, joined: Iterator[tuple[Pair, Previous | None]]) -> Iterator[tuple[str, dict]]:
+    """Every pair's result in order: pairs whose files are intact by the cheap check (size and mtime as recorded)
+    are kept here; the workers check the others (by sha256) and build what is not intact, a chunk at a time."""
+    while chunk := list(itertools.islice(joined, CHUNK)):
+        ready = [kept.cheap(pair, previous) for pair, previous in chunk]
+        todo = [(pair, previous and previous[0].outputs) for (pair, previous), done in zip(chunk, ready, strict=True)]
+        built = executor.results([task for task, done in zip(todo, ready, strict=True) if done is None])
+        for done in ready:
+            yield done if done is not None else next(built)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Decides whether a pair's files from the previous run can stay: every file the pair would write is there,
+    at the path recorded, with the recorded size and either the recorded mtime (`cheap`) or sha256 (`hashed`)."""
+
+    out: str
+    layouts: list[Layout]
+    formats: Formats
+    verify: bool
+
+    def cheap(self, pair: Pair, previous: Previous | None) -> tuple[str, dict] | None:
+        """The pair's "skipped" result when its files pass the cheap check (never under --verify), else None.
+        When nothing changed, the previous manifest line is kept as it is (`line`)."""
+        if previous is None or self.verify:
+            return None
+        record, line = previous
+        stats = self._stats(pair, record.outputs, hashing=False)
+        if stats is None:
+            return None
+        if record.sources == pair.sources:
+            return "skipped", {"key": pair.key, "split": pair.split, "line": line}
+        return "skipped", _item(pair, _restated(record.outputs, stats))
+
+    def hashed(self, pair: Pair, previous: list[OutputRecord]) -> tuple[str, dict] | None:
+        stats = self._stats(pair, previous, hashing=True)
+        return ("skipped", _item(pair, _restated(previous, stats))) if stats is not None else None
+
+    def _stats(self, pair: Pair, previous: list[OutputRecord], hashing: bool) -> list[tuple[int, int]] | None:
+        """The (size, mtime_ns) of each file when all are intact, else None."""
+        planned = [rel for layout in self.layouts for _, rel, _, _ in _tagged(layout, pair, None, self.formats)]
+        if planned != [output.path for output in previous]:
+            return None
+        stats = []
+        for output in previous:
+            path = f"{self.out}/{output.path}"
+            try:
+                stat = os.stat(path)
+            except OSError:
+                return None
+            if output.size is not None and stat.st_size != output.size:
+                return None
+            unchanged = stat.st_mtime_ns == output.mtime_ns and output.size is not None
+            if not (unchanged and not self.verify) and (not hashing or sha256_file(path) != output.sha256):
+                return None
+            stats.append((stat.st_size, stat.st_mtime_ns))
+        return stats
+
+
+def _restated(outputs: list[OutputRecord], stats: list[tuple[int, int]]) -> list[dict]:
+    restated = zip(outputs, stats, strict=True)
+    return [output.model_dump() | {"size": size, "mtime_ns": mtime} for output, (size, mtime) in restated]
+
+
+def _task_sources(task: Task) -> dict[str, str]:
+    return task[0].sources
+
+
+def _item(pair: Pair, outputs: list[dict]) -> dict:
+    return {"key": pair.key, "split": pair.split, "sources": pair.sources, "outputs": outputs}
 
 
 def _counted(result: RunResult, manifest: ManifestBuilder) -> RunResult:
@@ -160,7 +284,7 @@ def _check_output(job: Job, overwrite: bool) -> None:
     if manifest_path(out).is_file():
         if overwrite:
             return
-        previous = read_manifest(out)
+        previous = ManifestReader(out, header_only=True).header
         if previous.options != job.options or previous.layouts != [lay.name for lay in job.layouts]:
             changed = sorted(
                 k for k in previous.options.keys() | job.options.keys() if previous.options.get(k) != job.options.get(k)
@@ -176,10 +300,10 @@ def _check_output(job: Job, overwrite: bool) -> None:
         )
 
 
-def _previous_outputs(out: Path) -> set[str]:
-    if not manifest_path(out).is_file():
+def _previous_outputs(out: Path, previous: ManifestReader | None) -> set[str]:
+    if previous is None:
         return set()
-    return {o.path for it in read_manifest(out).items for o in it.outputs if o.layout != WebDatasetLayout.name}
+    return {o.path for it in previous.items() for o in it.outputs if o.layout != WebDatasetLayout.name}
 
 
 class _InProcess:
@@ -188,8 +312,8 @@ class _InProcess:
     def __init__(self, state: tuple):
         _init_worker(state)
 
-    def results(self, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
-        return map(_process, pairs)
+    def results(self, tasks: list[Task]) -> Iterator[tuple[str, dict]]:
+        return map(_process, tasks)
 
     def close(self) -> None:
         pass
@@ -201,17 +325,17 @@ class _Sharded:
     def __init__(self, backend, workers: int):
         self.backend, self.workers = backend, workers
 
-    def results(self, pairs: list[Pair]) -> Iterator[tuple[str, dict]]:
-        return run_sharded(self.backend, pairs, self.workers)
+    def results(self, tasks: list[Task]) -> Iterator[tuple[str, dict]]:
+        return run_sharded(self.backend, shards_of(tasks, self.workers), _task_sources)
 
     def close(self) -> None:
         self.backend.close()
 
 
-def _executor(job: Job, settings: RunSettings, resuming: bool):
+def _executor(job: Job, settings: RunSettings):
     """Start the workers that will build the job's pairs."""
     workers = min(settings.workers or default_workers(), max(1, len(job.pairs)))
-    state = (os.fspath(job.out), job.builder, job.layouts, job.formats, resuming)
+    state = (job.builder, Kept(os.fspath(job.out), job.layouts, job.formats, settings.verify))
     if settings.executor == "ray":
         return _Sharded(RayCluster(_run_shard_with_state, state, settings.ray_address), workers)
     if workers <= 1 or len(job.pairs) < 4:
@@ -228,25 +352,25 @@ def _init_worker(state: tuple) -> None:
     tune_worker_process()
 
 
-def _run_shard(pairs: list[Pair]) -> list[tuple[str, dict]]:
-    return [_process(pair) for pair in pairs]
+def _run_shard(tasks: list[Task]) -> list[tuple[str, dict]]:
+    return [_process(task) for task in tasks]
 
 
-def _run_shard_with_state(state: tuple, pairs: list[Pair]) -> list[tuple[str, dict]]:
+def _run_shard_with_state(state: tuple, tasks: list[Task]) -> list[tuple[str, dict]]:
     _init_worker(state)
-    return _run_shard(pairs)
+    return _run_shard(tasks)
 
 
-def _process(pair: Pair) -> tuple[str, dict]:
-    """Build one pair and write its files (or keep intact existing ones); never raises for bad input.
+def _process(task: Task) -> tuple[str, dict]:
+    """Keep a pair's files from the previous run when they are intact (by sha256), else build the pair and write
+    its files ("rebuilt" when the previous run had written them); never raises for bad input.
 
     Returns plain dicts (cheap to send between processes) shaped as `ItemRecord` or `RejectedRecord`."""
-    out, builder, layouts, formats, resuming = _STATE
-    item = {"key": pair.key, "split": pair.split, "sources": pair.sources}
-    if resuming and not any(layout.streamed for layout in layouts):  # shards are rebuilt on every run
-        planned = [(name, rel) for layout in layouts for name, rel, _, _ in _tagged(layout, pair, None, formats)]
-        if all(os.path.isfile(f"{out}/{rel}") for _, rel in planned):
-            return "skipped", {**item, "outputs": [_existing(f"{out}/{rel}", name, rel) for name, rel in planned]}
+    pair, previous = task
+    builder, kept = _STATE
+    if previous is not None and (intact := kept.hashed(pair, previous)):
+        return intact
+    out, layouts, formats = kept.out, kept.layouts, kept.formats
     members: dict[str, bytes] = {}
     try:
         images = builder(pair)
@@ -261,8 +385,11 @@ def _process(pair: Pair) -> tuple[str, dict]:
                     path = f"{out}/{rel}"
                     write_atomic(path, data)
                     height, width = _shape_of(payload, path)
+                    stat = os.stat(path)
+                    written = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
                 outputs.append(
                     {"layout": name, "path": rel, "sha256": sha256_bytes(data), "width": width, "height": height}
+                    | ({} if layout.streamed else written)
                 )
     except ImageRejected as exc:
         return "rejected", {"paths": pair.sources, "reason": exc.reason, "kind": exc.kind}
@@ -272,7 +399,8 @@ def _process(pair: Pair) -> tuple[str, dict]:
             raise fatal from None
         reason = f"unexpected error: {type(exc).__name__}: {exc}"
         return "rejected", {"paths": pair.sources, "reason": reason, "kind": "unexpected error"}
-    return "written", {**item, "outputs": outputs} | ({"members": members} if members else {})
+    status = "written" if previous is None else "rebuilt"
+    return status, _item(pair, outputs) | ({"members": members} if members else {})
 
 
 def _tagged(layout: Layout, pair: Pair, images: PairImages | None, formats: Formats):
@@ -286,11 +414,6 @@ def _shape_of(payload, path: str) -> tuple[int, int]:
         width, height = image_size(path)
         return height, width
     return payload.shape[0], payload.shape[1]
-
-
-def _existing(path: str, layout: str, rel: str) -> dict:
-    width, height = image_size(path)
-    return {"layout": layout, "path": rel, "sha256": sha256_file(path), "width": width, "height": height}
 
 
 def require_inputs(*folders: Path) -> None:

@@ -89,3 +89,12 @@ def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> by
             info.type, info.linkname = tarfile.SYMTYPE, target
             tf.addfile(info)
     return buf.getvalue()
+
+
+def same_files(root_or_manifest: Path | dict) -> list[dict]:
+    """A manifest's items without the files' modification times: what two builds of the same dataset share."""
+    manifest = root_or_manifest if isinstance(root_or_manifest, dict) else read_manifest(root_or_manifest)
+    return [
+        {**item, "outputs": [{k: v for k, v in o.items() if k != "mtime_ns"} for o in item["outputs"]]}
+        for item in manifest["items"]
+    ]

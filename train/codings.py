@@ -9,7 +9,6 @@ at module level: the CLI's --help stays fast.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -17,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pairforge.errors import PairforgeError
+from pairforge.manifest_lines import manifest_header
 
 if TYPE_CHECKING:
     import torch
@@ -85,14 +85,9 @@ class Codings(BaseModel):
 
 
 def dataset_depth(root: Path | None) -> tuple[float, float] | None:
-    """(max_depth, depth_scale) of a dataset whose prep manifest records 16-bit depth, else None."""
-    path = Path(root or ".") / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        options = json.loads(path.read_text()).get("options", {})
-    except (OSError, ValueError):
-        return None
+    """(max_depth, depth_scale) of a dataset whose prep manifest records 16-bit depth, else None (read from the
+    manifest's header alone, never its items)."""
+    options = (manifest_header(root) or {}).get("options", {})
     if options.get("depth_encoding") != "gray16":
         return None
     return float(options["max_depth"]), float(options["depth_scale"])

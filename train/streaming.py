@@ -23,6 +23,7 @@ import torch
 
 from pairforge.errors import PairforgeError, UsageError
 from pairforge.extras import require
+from pairforge.manifest_lines import ManifestLines
 from pairforge.train.codings import Codings, dataset_depth
 from pairforge.train.config import TrainConfig
 from pairforge.train.data import _finish, crop_size_for, epoch_generator, load_resize, orient, pair_codings, to_tensor
@@ -74,8 +75,7 @@ def find_shards(root: Path | str, phase: str, max_size: int | None = None) -> Sh
     local = not urls[0].startswith(REMOTE)
     manifest = Path(urls[0]).parent / "manifest.json"
     if local and manifest.is_file():
-        items = json.loads(manifest.read_text()).get("items", [])
-        keys = sorted(item["key"] for item in items if item["split"] == phase)
+        keys = sorted(item["key"] for item in ManifestLines(manifest).records("items") if item["split"] == phase)
     else:
         keys = sorted(json.loads(s["json"])["key"] for s in _reader(urls, None))
     if not keys:

@@ -47,6 +47,7 @@ from pairforge.prep.options import (
     Seed,
     ShardSize,
     Strict,
+    Verify,
     Workers,
     execute,
     raw_source,
@@ -167,6 +168,7 @@ def celeba(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -206,7 +208,9 @@ def celeba(
         options["seed"] = seed
     scanned = scan_celeba(images, partition, limit_spec, spec, seed)
     job = setup.job(images, out, scanned, builder, options, layout, format_, quality, shard_size)
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

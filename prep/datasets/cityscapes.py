@@ -35,6 +35,7 @@ from pairforge.prep.options import (
     Reporting,
     ShardSize,
     Strict,
+    Verify,
     Workers,
     execute,
     formats_from,
@@ -232,6 +233,7 @@ def cityscapes(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -285,7 +287,9 @@ def cityscapes(
         options=options,
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

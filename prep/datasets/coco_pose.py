@@ -41,6 +41,7 @@ from pairforge.prep.options import (
     Seed,
     ShardSize,
     Strict,
+    Verify,
     Workers,
     execute,
     formats_from,
@@ -376,6 +377,7 @@ def coco_pose(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -437,7 +439,9 @@ def coco_pose(
         options=options,
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

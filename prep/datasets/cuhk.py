@@ -36,6 +36,7 @@ from pairforge.prep.options import (
     ShardSize,
     SplitOpt,
     Strict,
+    Verify,
     Workers,
     execute,
     formats_from,
@@ -207,6 +208,7 @@ def cuhk(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -250,7 +252,9 @@ def cuhk(
         options=options,
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

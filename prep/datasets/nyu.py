@@ -49,6 +49,7 @@ from pairforge.prep.options import (
     Seed,
     ShardSize,
     Strict,
+    Verify,
     Workers,
     execute,
     run_settings,
@@ -230,6 +231,7 @@ def nyu(
     ray_address: RayAddress = None,
     dry_run: DryRun = False,
     overwrite: Overwrite = False,
+    verify: Verify = False,
     strict: Strict = False,
     quiet: Quiet = False,
     json_: JsonOut = False,
@@ -272,7 +274,9 @@ def nyu(
         options={**options, "format": formats.a.ext, "quality": quality},
         command=command_line(),
     )
-    execute(job, run_settings(workers, overwrite, dry_run, executor, ray_address), Reporting(quiet, json_, strict))
+    execute(
+        job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
+    )
 
 
 def register(app: typer.Typer) -> None:

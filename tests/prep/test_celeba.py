@@ -12,7 +12,7 @@ from PIL import Image
 from pairforge.prep.imageio import read_rgb
 from pairforge.prep.transforms.edges import EdgeSpec, edge_image
 from pairforge.prep.transforms.resize import fit
-from tests.conftest import load, read_manifest, save
+from tests.conftest import load, read_manifest, same_files, save
 from tests.prep.portraits import kept_and_removed, portrait
 from tests.prep.rembg_model import threshold_model
 
@@ -125,7 +125,7 @@ def test_without_partition_file_splits_come_from_split_and_seed(tmp_path, cli):
     assert [r["reason"] for r in manifest["rejected"]] == ["beyond --split counts (3,1,1)"]
     assert manifest["options"]["split"] == "3,1,1" and manifest["options"]["seed"] == 0
     cli("prep", "celeba", src, tmp_path / "o2", *args)
-    assert read_manifest(tmp_path / "o2")["items"] == manifest["items"]  # same keys, splits and bytes
+    assert same_files(tmp_path / "o2") == same_files(manifest)  # same keys, splits and bytes
 
 
 def test_rembg_removes_the_background_with_a_model_file_and_keeps_masks(tmp_path, cli):
@@ -237,7 +237,7 @@ def test_two_workers_each_open_the_model_and_match_one_worker(tmp_path, cli):
     assert cli("prep", "celeba", src, tmp_path / "w2", *args, "--workers", "2").code == 0
     one, two = read_manifest(tmp_path / "w1"), read_manifest(tmp_path / "w2")
     assert len(two["items"]) == 8 and two["rejected"] == []
-    assert [it["outputs"] for it in one["items"]] == [it["outputs"] for it in two["items"]]
+    assert [it["outputs"] for it in same_files(one)] == [it["outputs"] for it in same_files(two)]
     result = cli("prep", "celeba", src, tmp_path / "w2", *args[:-1], "--workers", "1", "--json")
     assert result.json()["skipped"] == 8  # a re-run resumes
 

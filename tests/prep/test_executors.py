@@ -14,11 +14,11 @@ from pairforge.errors import Interrupted
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import CombineBuilder
 from pairforge.prep.imageio import ImageFormat
-from pairforge.prep.manifest import read_manifest
+from pairforge.prep.manifest import ManifestReader
 from pairforge.prep.pairing import Pair
 from pairforge.prep.runner import Job, RunSettings, run_job
 from pairforge.prep.writers import AbLayout, Formats, PairImages
-from tests.conftest import pattern, save
+from tests.conftest import pattern, same_files, save
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,11 @@ def make_job(tmp_path: Path, n: int, builder_for=lambda b: b) -> Job:
 def test_a_crashing_worker_loses_no_pair(tmp_path, fatal):
     job = make_job(tmp_path, 40, lambda b: CrashingBuilder(b, fatal))
     run_job(job, RunSettings(workers=2, progress=False))
-    manifest = read_manifest(job.out)
-    assert [it.key for it in manifest.items] == [f"{i:02d}" for i in range(40) if f"{i:02d}" not in fatal]
-    assert [r.paths for r in manifest.rejected] == [{"A": f"{k}.png", "B": f"{k}.png"} for k in fatal]
-    assert all(r.reason.startswith("worker crashed while building this pair") for r in manifest.rejected)
+    manifest = ManifestReader(job.out)
+    assert [it.key for it in manifest.items()] == [f"{i:02d}" for i in range(40) if f"{i:02d}" not in fatal]
+    rejected = list(manifest.rejected())
+    assert [r.paths for r in rejected] == [{"A": f"{k}.png", "B": f"{k}.png"} for k in fatal]
+    assert all(r.reason.startswith("worker crashed while building this pair") for r in rejected)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def test_an_interrupted_first_run_is_marked_and_a_re_run_finishes_it(tmp_path):
     job = make_job(tmp_path, 12, lambda b: CtrlCBuilder(b, "05"))
     with pytest.raises(Interrupted, match=r"^interrupted: 5 of 12 pairs are in .*; run the same command again"):
         run_job(job, RunSettings(workers=1, progress=False))
-    assert read_manifest(job.out).incomplete
+    assert ManifestReader(job.out).header.incomplete
     assert sorted(p.name for p in (job.out / "train").iterdir()) == [f"{i:02d}.png" for i in range(5)]  # no temp
     assert [problem for _, problem in check_dataset(job.out).problems] == [
         "incomplete: the command that writes this dataset was interrupted; run it again to finish"
@@ -86,7 +87,7 @@ def test_an_interrupted_first_run_is_marked_and_a_re_run_finishes_it(tmp_path):
     assert check_dataset(job.out).ok
     fresh = replace(job, out=tmp_path / "fresh", builder=job.builder.inner)
     run_job(fresh, RunSettings(workers=2, progress=False))
-    assert read_manifest(job.out).items == read_manifest(fresh.out).items
+    assert same_files(job.out) == same_files(fresh.out)
 
 
 def test_unknown_executor_and_missing_ray_are_one_line_errors(tmp_path, cli, monkeypatch):
@@ -106,13 +107,14 @@ def test_ray_builds_the_same_dataset_as_the_local_pool(tmp_path, monkeypatch):
     on_ray = make_job(tmp_path, 24, lambda b: CrashingBuilder(b, ("05",)))
     on_ray.out = tmp_path / "ray_out"
     run_job(on_ray, RunSettings(workers=2, progress=False, executor="ray"))
-    local_items = {it.key: it for it in read_manifest(local.out).items}
-    ray_manifest = read_manifest(on_ray.out)
-    assert len(ray_manifest.items) == 23
-    for item in ray_manifest.items:
-        assert item == local_items[item.key]  # same paths and sha256: byte-identical files
-    assert [r.paths["A"] for r in ray_manifest.rejected] == ["05.png"]
-    assert ray_manifest.rejected[0].kind == "worker crashed"
+    local_items = {item["key"]: item for item in same_files(local.out)}
+    ray_items = same_files(on_ray.out)
+    assert len(ray_items) == 23
+    for item in ray_items:
+        assert item == local_items[item["key"]]  # same paths, sizes and sha256: byte-identical files
+    rejected = list(ManifestReader(on_ray.out).rejected())
+    assert [r.paths["A"] for r in rejected] == ["05.png"]
+    assert rejected[0].kind == "worker crashed"
 
 
 FORKED_AFTER_OPENCV = """
@@ -133,4 +135,4 @@ def test_workers_forked_after_the_parent_used_opencv_do_not_hang(tmp_path):
     args = [sys.executable, "-c", FORKED_AFTER_OPENCV, tmp_path / "A", tmp_path / "B", tmp_path / "out"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(read_manifest(tmp_path / "out").items) == 12
+    assert ManifestReader(tmp_path / "out").item_count == 12

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pairforge.errors import UsageError
+from pairforge.manifest_lines import MANIFEST_NAME, ManifestLines
 from pairforge.train.data import list_images
 
 LABEL_SUFFIXES = ("_gtFine_color.png", "_gtFine_labelIds.png", "_gtFine_trainIds.png")
@@ -69,16 +70,17 @@ def _results_folder(run: Path, results: str | None) -> Path:
 
 
 def _manifest_labels(dataroot: Path) -> dict[str, Path]:
-    """key -> gtFine labelIds file, from a dataset made by `pairforge prep cityscapes` ({} for other datasets)."""
-    path = dataroot / "manifest.json"
+    """key -> gtFine labelIds file, from a dataset made by `pairforge prep cityscapes` ({} for other datasets); the
+    manifest's items are read one at a time."""
+    path = dataroot / MANIFEST_NAME
     if not path.is_file():
         return {}
-    manifest = json.loads(path.read_text())
-    root = manifest.get("sources", {}).get("label")
+    manifest = ManifestLines(path)
+    root = manifest.header.get("sources", {}).get("label")
     if root is None:
         return {}
     labels = {}
-    for item in manifest.get("items", []):
+    for item in manifest.records("items"):
         rel = item.get("sources", {}).get("label", "")
         for suffix in LABEL_SUFFIXES:
             if rel.endswith(suffix):
