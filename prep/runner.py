@@ -103,7 +103,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     sink = ShardSink(job.out, streamed) if streamed else None
     pairs = sorted(job.pairs, key=lambda p: (p.split, p.key))  # the manifest's order, and the shards'
     kept = Kept(os.fspath(job.out), job.layouts, job.formats, settings.verify)
-    interrupted = False
+    interrupted, exhausted = False, None
     try:
         with progress_bar(settings.progress, "pairs", count_columns("pairs"), len(pairs)) as update:
             for status, record in _results(executor, kept, _with_previous(pairs, previous)):
@@ -125,20 +125,38 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     except KeyboardInterrupt:
         interrupted = True
     except ResourceExhausted as exc:
-        raise PairforgeError(
-            f"{exc}: stopped, {_kept(job, pairs)}; {exc.remedy()}, then run the same command again to finish"
-        ) from None
+        exhausted = exc
     finally:
         executor.close()  # on Ctrl-C the workers finish the pairs they hold: counted after them
     if interrupted:
-        manifest.write_interrupted(job.out, previous.items() if previous is not None else ())
-        (job.out / PREVIOUS_NAME).unlink(missing_ok=True)
+        _record_stop(job, manifest, previous)
         raise Interrupted(f"interrupted: {_kept(job, pairs)}; run the same command again to finish")
+    if exhausted is not None:
+        _record_stop(job, manifest, previous, best_effort=True)  # on a full disk even this may not fit
+        raise PairforgeError(
+            f"{exhausted}: stopped, {_kept(job, pairs)}; {exhausted.remedy()}, then run the same command again to"
+            " finish"
+        )
     result.seconds = time.perf_counter() - start
     delete_recorded(job.out, stale)
     manifest.write(job.out)
     (job.out / PREVIOUS_NAME).unlink(missing_ok=True)
     return _counted(result, manifest)
+
+
+def _record_stop(
+    job: Job, manifest: ManifestBuilder, previous: ManifestReader | None, best_effort: bool = False
+) -> None:
+    """A run that stops early records the files written so far (`incomplete`), so that the re-run checks them
+    instead of rebuilding them. `best_effort`: where the disk is full this may fail too; then the re-run rebuilds
+    what no manifest records, and nothing is lost."""
+    try:
+        manifest.write_interrupted(job.out, previous.items() if previous is not None else ())
+    except OSError:
+        if not best_effort:
+            raise
+        return
+    (job.out / PREVIOUS_NAME).unlink(missing_ok=True)
 
 
 PREVIOUS_NAME = ".manifest.previous.json"

@@ -184,7 +184,6 @@ def test_translate_skips_and_reports_unreadable_inputs(home, cli):
     assert [p.name for p in (home / "out").iterdir()] == ["good.png"]
 
 
-@pytest.mark.xfail(reason="resume verification: issue 25", strict=False)
 def test_a_rerun_rebuilds_an_output_damaged_on_disk(home, cli):
     out = home / "out"
     command = ("combine", home / "A", home / "B", out, "--workers", "1", "-q")
