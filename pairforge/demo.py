@@ -7,7 +7,7 @@ download, stray files); everything goes under `demo-out/` (the recipe's paths).
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -73,12 +73,15 @@ def write_raw(raw: Path) -> None:
 
 
 def run_demo(out: Path = OUT) -> None:
-    """Write the raw folders under demo-out/raw/demo, then run the bundled demo recipe on them."""
+    """Write the raw folders under demo-out/raw/demo (once: an earlier demo's are reused), then run the bundled demo
+    recipe on them."""
     from pairforge.cli import main as pairforge
 
     raw = out / "raw"
-    shutil.rmtree(raw, ignore_errors=True)
-    write_raw(raw / "demo")
+    if not (raw / "demo").is_dir():  # written once, moved into place whole; later demos reuse it, delete nothing
+        scratch = raw / f".demo.tmp-{os.getpid()}"
+        write_raw(scratch)
+        os.replace(scratch, raw / "demo")
     print(f"raw folders (with a few broken files on purpose): {raw}/demo/gray, {raw}/demo/photos\n")
     argv = ["run", str(RECIPES_DIR / "demo.toml"), "--data-root", str(raw)]
     print("$ pairforge " + " ".join(argv))
