@@ -13,7 +13,6 @@ The pairs and their keys come from the dataset's manifest.json, so every layout 
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pairforge.errors import UsageError
+from pairforge.manifest_lines import MANIFEST_NAME, ManifestLines
 from pairforge.train.codings import DTYPE_MAX
 from pairforge.train.pixels import decode_array
 
@@ -52,10 +52,11 @@ class PairedDataset(Dataset):
         transform: Callable[[dict], object] | None = None,
     ) -> None:
         self.root = Path(root)
-        manifest_file = self.root / "manifest.json"
+        manifest_file = self.root / MANIFEST_NAME
         if not manifest_file.is_file():
             raise UsageError(f"{self.root}: no manifest.json (not a pairforge dataset)")
-        manifest = json.loads(manifest_file.read_text())
+        lines = ManifestLines(manifest_file)  # records read one at a time: only this split's are kept
+        manifest = lines.header
         if manifest.get("incomplete"):
             raise UsageError(f"{self.root}: the run that wrote it did not finish; run the same command again")
         available = [name for name in LAYOUTS if name in manifest.get("layouts", [])]
@@ -64,7 +65,7 @@ class PairedDataset(Dataset):
             raise UsageError(f"{self.root}: layout {layout!r} not in this dataset (it has {', '.join(available)})")
         self.layout, self.transform = layout, transform
         self.items: list[tuple[str, dict[str, str]]] = []
-        for item in manifest["items"]:
+        for item in lines.records("items"):
             if item["split"] == split:
                 files = {_side(o["path"], layout): o["path"] for o in item["outputs"] if o["layout"] == layout}
                 if "AB" not in files and not {"A", "B"} <= set(files):

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pairforge.manifest_lines import MANIFEST_NAME, ManifestLines
+
 SAMPLE_ROWS = 8
 SAMPLE_GRIDS = 4
 PANEL_RATIO = 5.0
@@ -65,11 +67,13 @@ def _recipe_section(run: Path) -> str:
 
 
 def _dataset_section(dataroot: Path | None) -> str:
-    manifest = _json(dataroot / "manifest.json") if dataroot else None
-    if manifest is None:
+    path = dataroot / MANIFEST_NAME if dataroot else None
+    if path is None or not path.is_file():
         return f"<h2>Dataset</h2><p>{html.escape(str(dataroot))} (no manifest)</p>"
+    lines = ManifestLines(path)  # the header, and the rejected records one at a time (never the items)
+    manifest = lines.header
     counts = [[split, n] for split, n in manifest.get("counts", {}).items()]
-    reasons = Counter(r["kind"] for r in manifest.get("rejected", []))
+    reasons = Counter(r["kind"] for r in lines.records("rejected"))
     rejected = _table(["rejected because", "inputs"], [[k, n] for k, n in reasons.most_common()]) if reasons else ""
     return (
         f"<h2>Dataset</h2><p>{html.escape(str(dataroot))}: layouts {', '.join(manifest.get('layouts', []))}</p>"
