@@ -76,7 +76,6 @@ class Context:
     data: Path
     device: str
     cuda: bool
-    tiny: bool
     steps: dict
     batch16: int
     env: dict
@@ -485,7 +484,7 @@ def main() -> int:
         vgg = work / "vgg16.pth"
         torch.save(__import__("torchvision").models.vgg16().state_dict(), vgg)  # random weights: nothing downloaded
         env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        ctx = Context(work, data, device, cuda, args.tiny, TINY_STEPS if args.tiny else STEPS, 4 if args.tiny else 16,
+        ctx = Context(work, data, device, cuda, TINY_STEPS if args.tiny else STEPS, 4 if args.tiny else 16,
                       env | {"TORCHINDUCTOR_CACHE_DIR": str(work / "cache-warm")})  # fmt: skip
         p2p, small = (TINY, TINY) if args.tiny else (FULL, SMALL)
         cycle, cycle_small = (CYCLE_TINY, CYCLE_TINY) if args.tiny else (CYCLE, CYCLE_SMALL)
