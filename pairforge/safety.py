@@ -112,14 +112,28 @@ def _remove_empty_up_to(folder: Path, root: Path) -> None:
 def remove_stale_temporaries(root: Path) -> int:
     """Delete the temporary files that earlier, killed pairforge processes left under `root`: only names of the
     pattern pairforge writes (`TEMP_NAME`), and only when their process is gone. Returns how many."""
-    removed = 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            found = TEMP_NAME.match(name)
-            if found and not _alive(int(found["pid"] or found["pid2"])):
-                Path(folder, name).unlink(missing_ok=True)
-                removed += 1
+    removed, folders = 0, [os.fspath(root)]
+    while folders:  # entries one at a time: a folder of a million files is never listed whole
+        try:
+            entries = os.scandir(folders.pop())
+        except OSError:  # unreadable: it holds nothing pairforge wrote
+            continue
+        with entries:
+            for entry in entries:
+                if _is_folder(entry):
+                    if not entry.is_symlink():
+                        folders.append(entry.path)
+                elif (found := TEMP_NAME.match(entry.name)) and not _alive(int(found["pid"] or found["pid2"])):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
     return removed
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symbolic link loop
+        return False
 
 
 def scratch_folder(parent: Path, prefix: str) -> Path:
