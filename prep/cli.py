@@ -22,7 +22,7 @@ from pairforge.parsing import parse_direction, parse_list, parse_size
 from pairforge.prep import datasets, folder_tools
 from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import JOIN_POLICIES, SIZE_POLICIES, CombineBuilder, default_format, find_pairs
-from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, flat_index, scan_ab, scan_sided
+from pairforge.prep.convert import HalvesBuilder, JoinBuilder, detect_layout, scan_ab, scan_flat, scan_sided
 from pairforge.prep.download import Retry, fetch_file, verify
 from pairforge.prep.fetch import (
     CATALOGUE,
@@ -60,7 +60,8 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
-from pairforge.prep.pairing import KeyRule, Pair, Rejection, SplitSpec, assign_splits
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import KeyRule, SplitSpec
 from pairforge.prep.progress import byte_columns, progress_bar
 from pairforge.prep.runner import Job, RunSettings, require_inputs
 from pairforge.prep.transforms.resize import INTERPOLATION_NAMES
@@ -146,7 +147,7 @@ def combine(
     if size_policy == "resize" and size_wh is None:
         raise UsageError("--size-policy resize needs --size N or WxH")
     split_spec = SplitSpec.parse(split)
-    pairs, rejected = find_pairs(
+    pairs = find_pairs(
         source_path(a_dir),
         source_path(b_dir),
         KeyRule.build(a_suffix, match),
@@ -182,7 +183,6 @@ def combine(
         out=out,
         sources={"A": source_path(a_dir), "B": source_path(b_dir)},
         pairs=pairs,
-        rejected=rejected,
         builder=builder,
         layouts=layouts_from(layout, shard_size),
         formats=formats_from(fmt, quality, fmt, fmt),
@@ -219,14 +219,8 @@ def split(
     """
     require_inputs(src)
     root = source_path(src)
-    index = flat_index(root)
-    files = index.by_output_key()
     spec = SplitSpec.parse(split)
-    splits = assign_splits([key for _, key in files], spec, seed)
-    pairs = [Pair(key, splits[key], {"AB": rel}) for (_, key), rel in files.items() if splits[key]]
-    rejected = index.rejected + [
-        Rejection({"AB": rel}, f"beyond --split counts ({spec})") for (_, key), rel in files.items() if not splits[key]
-    ]
+    pairs = scan_flat(root, spec, seed)
     fmt = format_ or default_format(pairs)
     options = {"split": str(spec), "seed": seed, "format": fmt, "quality": quality}
     _run_conversion(
@@ -234,7 +228,6 @@ def split(
         out,
         "AB",
         pairs,
-        rejected,
         HalvesBuilder(root),
         layouts_from("ab"),
         fmt,
@@ -272,7 +265,7 @@ def unpair(
     src = source_path(root)
     if detect_layout(src) != "ab":
         raise UsageError(f"{root} is not an ab dataset (found {detect_layout(src)}); use pairforge pair")
-    pairs, rejected = scan_ab(src)
+    pairs = scan_ab(src)
     fmt = format_ or default_format(pairs)
     target = out or src.with_name(f"{src.name}_{layout.split(',')[0]}")
     _run_conversion(
@@ -280,7 +273,6 @@ def unpair(
         target,
         "AB",
         pairs,
-        rejected,
         HalvesBuilder(src),
         layouts_from(layout, shard_size),
         fmt,
@@ -325,7 +317,7 @@ def pair(
     kind = detect_layout(src)
     if kind == "ab":
         raise UsageError(f"{root} is already an ab dataset; use pairforge unpair to convert it")
-    pairs, rejected = scan_sided(src, kind)
+    pairs = scan_sided(src, kind)
     fmt = format_ or default_format(pairs)
     target = out or src.with_name(f"{src.name}_ab")
     options = {"from_layout": kind, "size_policy": size_policy, "format": fmt, "quality": quality}
@@ -334,7 +326,6 @@ def pair(
         target,
         "root",
         pairs,
-        rejected,
         JoinBuilder(src, size_policy),
         layouts_from(layout, shard_size),
         fmt,
@@ -349,8 +340,7 @@ def _run_conversion(
     src: Path,
     out: Path,
     role: str,
-    pairs,
-    rejected,
+    pairs: PairTable,
     builder,
     layouts: list[Layout],
     fmt: str,
@@ -363,7 +353,6 @@ def _run_conversion(
         out=out,
         sources={role: src},
         pairs=pairs,
-        rejected=rejected,
         builder=builder,
         layouts=layouts,
         formats=formats_from(fmt, quality, fmt, fmt),

@@ -10,16 +10,8 @@ import numpy as np
 
 from pairforge.errors import UsageError
 from pairforge.prep.imageio import WHITE, ImageRejected, read_rgb
-from pairforge.prep.pairing import (
-    KeyRule,
-    Pair,
-    Rejection,
-    SplitSpec,
-    assign_splits,
-    has_split_folders,
-    index_folder,
-    match_pairs,
-)
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import KeyRule, Pair, SplitSpec, has_split_folders
 from pairforge.prep.transforms.resize import center_crop, pad_to, resize
 from pairforge.prep.writers import PairImages
 
@@ -29,32 +21,23 @@ JOIN_POLICIES = tuple(p for p in SIZE_POLICIES if p != "resize")
 LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".gif"})
 
 
-def find_pairs(a_dir: Path, b_dir: Path, a_rule: KeyRule, b_rule: KeyRule, split: SplitSpec, seed: int):
+def find_pairs(a_dir: Path, b_dir: Path, a_rule: KeyRule, b_rule: KeyRule, split: SplitSpec, seed: int) -> PairTable:
     """Pair files of two folders by key, within official splits when both have `train/val/test` sub-folders,
-    otherwise assigning splits from the key hash. Returns (pairs, rejections)."""
+    otherwise assigning splits from the key hash."""
     by_split = has_split_folders(a_dir), has_split_folders(b_dir)
     if by_split[0] != by_split[1]:
         with_splits, without = (a_dir, b_dir) if by_split[0] else (b_dir, a_dir)
         raise UsageError(f"{with_splits} has train/val/test sub-folders but {without} has not; use the same shape")
-    a_index = index_folder(a_dir, a_rule, "A", by_split[0])
-    b_index = index_folder(b_dir, b_rule, "B", by_split[0])
-    matched, rejected = match_pairs(a_index, b_index)
-    if by_split[0]:
-        return [Pair(key, sp, {"A": a, "B": b}) for sp, key, a, b in matched], rejected
-    splits = assign_splits([key for _, key, _, _ in matched], split, seed)
-    pairs = []
-    for _, key, a, b in matched:
-        if splits[key] is None:
-            rejected.append(Rejection({"A": a, "B": b}, f"beyond --split counts ({split})"))
-        else:
-            pairs.append(Pair(key, splits[key], {"A": a, "B": b}))
-    return pairs, rejected
+    table = PairTable()
+    table.add_folder(a_dir, a_rule, "A", by_split[0])
+    table.add_folder(b_dir, b_rule, "B", by_split[0])
+    table.pair(["A", "B"], split, seed)
+    return table
 
 
-def default_format(pairs: list[Pair]) -> str:
+def default_format(pairs: PairTable) -> str:
     """PNG when any input is lossless (exactness is kept), JPEG when every input is already lossy."""
-    extensions = {os.path.splitext(rel)[1].lower() for p in pairs for rel in p.sources.values()}
-    return "png" if extensions & LOSSLESS else "jpg"
+    return "png" if pairs.extensions & LOSSLESS else "jpg"
 
 
 def reconcile(a: np.ndarray, b: np.ndarray, policy: str, background=WHITE) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from pairforge.errors import UsageError
 from pairforge.prep.combine import reconcile
 from pairforge.prep.imageio import WHITE, ImageRejected, read_rgb
-from pairforge.prep.pairing import SPLITS, FolderIndex, KeyRule, Pair, Rejection, index_folder, match_pairs
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import SPLITS, KeyRule, Pair, SplitSpec
 from pairforge.prep.writers import PairImages
 
 PLAIN = KeyRule()
@@ -25,44 +26,34 @@ def detect_layout(root: Path) -> str:
     raise UsageError(f"{root} holds no dataset layout (no train/, val/, test/, trainA/ or testA/ folders)")
 
 
-def scan_ab(root: Path) -> tuple[list[Pair], list[Rejection]]:
+def scan_ab(root: Path) -> PairTable:
     """Every image of an `ab` dataset's split folders, as single-source pairs with role `AB`."""
-    index = index_folder(root, PLAIN, "AB", by_split=True)
-    pairs = [Pair(key, split, {"AB": rel}) for (split, key), rel in index.by_output_key().items()]
-    rejected = [r for r in index.rejected if r.paths["AB"] not in SPLITS]
-    return pairs, rejected
+    table = PairTable()
+    table.add_folder(root, PLAIN, "AB", by_split=True)
+    table.pair(["AB"])
+    return table
 
 
-def flat_index(root: Path) -> FolderIndex:
+def scan_flat(root: Path, spec: SplitSpec, seed: int) -> PairTable:
+    """Every image of a flat folder of A|B images, split by `spec`."""
     if any((root / s).is_dir() for s in SPLITS):
         raise UsageError(f"{root} already has train/val/test folders; split takes a flat folder of A|B images")
-    return index_folder(root, PLAIN, "AB", by_split=False)
+    table = PairTable()
+    table.add_folder(root, PLAIN, "AB")
+    table.pair(["AB"], spec, seed)
+    return table
 
 
-def scan_sided(root: Path, layout: str) -> tuple[list[Pair], list[Rejection]]:
+def scan_sided(root: Path, layout: str) -> PairTable:
     """Pairs of a `split` or `unaligned` dataset, matched by key within each split."""
-    pairs, rejected = [], []
+    table = PairTable()
     for split in SPLITS:
-        folders = {side: root / (f"{split}/{side}" if layout == "split" else f"{split}{side}") for side in "AB"}
-        if not any(f.is_dir() for f in folders.values()):
-            continue
-        sides = {side: _index_sub(root, folder, side) for side, folder in folders.items()}
-        matched, unmatched = match_pairs(sides["A"], sides["B"])
-        pairs += [Pair(key, split, {"A": a, "B": b}) for _, key, a, b in matched]
-        rejected += unmatched
-    return pairs, rejected
-
-
-def _index_sub(root: Path, folder: Path, role: str) -> FolderIndex:
-    """Index one side's folder with paths relative to the dataset root."""
-    index = FolderIndex()
-    if not folder.is_dir():
-        return index
-    prefix = folder.relative_to(root).as_posix()
-    inner = index_folder(folder, PLAIN, role, by_split=False)
-    index.files = {("", key): f"{prefix}/{rel}" for (_, key), rel in inner.files.items()}
-    index.rejected = [Rejection({role: f"{prefix}/{r.paths[role]}"}, r.reason) for r in inner.rejected]
-    return index
+        for side in "AB":
+            folder = f"{split}/{side}" if layout == "split" else f"{split}{side}"
+            if (root / folder).is_dir():
+                table.add_folder(root, PLAIN, side, split=split, under=folder)
+    table.pair(["A", "B"])
+    return table
 
 
 @dataclass(frozen=True)

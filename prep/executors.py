@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -36,10 +37,13 @@ IN_FLIGHT = 4
 enough that the finished results waiting for it hold little memory."""
 
 
-def shards_of(items: list, workers: int) -> Iterator[list]:
-    """Shards small enough to balance the load and show progress, large enough to amortise dispatch."""
-    size = max(1, min(32, len(items) // (workers * 8)))
-    return (items[i : i + size] for i in range(0, len(items), size))
+def shards_of(items: Iterable, count: int, workers: int) -> Iterator[list]:
+    """The `count` items in shards small enough to balance the load and show progress, large enough to amortise
+    dispatch; taken from `items` as the shards are needed."""
+    size = max(1, min(32, count // (workers * 8)))
+    items = iter(items)
+    while shard := list(itertools.islice(items, size)):
+        yield shard
 
 
 def run_sharded(backend, shards: Iterable[list], paths_of: Callable[[object], dict]) -> Iterator[Result]:

@@ -42,15 +42,8 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
-from pairforge.prep.pairing import (
-    KeyRule,
-    Pair,
-    Rejection,
-    SplitSpec,
-    assign_splits,
-    has_split_folders,
-    index_folder,
-)
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import KeyRule, Pair, SplitSpec, has_split_folders
 from pairforge.prep.runner import Job, default_workers, require_inputs
 from pairforge.prep.transforms.background import (
     BG_DEVICES,
@@ -260,16 +253,24 @@ class EdgesSetup:
         return EdgesBuilder(root, size, self.crop, remover, fill, edges), options
 
     def job(
-        self, root: Path, out: Path, scanned, builder, options: dict, layout: str, format_, quality, shard_size="1GB"
+        self,
+        root: Path,
+        out: Path,
+        pairs: PairTable,
+        builder,
+        options: dict,
+        layout: str,
+        format_,
+        quality,
+        shard_size="1GB",
     ) -> Job:
-        """The job writing `scanned` (pairs, rejections) with the A side as PNG and the B side as JPEG."""
+        """The job writing `pairs` with the A side as PNG and the B side as JPEG."""
         formats = formats_from(format_, quality, "png", "jpg")
         options.update(format=[formats.a.ext, formats.b.ext], quality=quality)
         return Job(
             out=out,
             sources={IMAGE: root},
-            pairs=scanned[0],
-            rejected=scanned[1],
+            pairs=pairs,
             builder=builder,
             layouts=layouts_from(layout, shard_size) + ([MaskLayout()] if self.keep_mask else []),
             formats=formats,
@@ -278,18 +279,13 @@ class EdgesSetup:
         )
 
 
-def scan_folder(root: Path, spec: SplitSpec | None, seed: int) -> tuple[list[Pair], list[Rejection]]:
+def scan_folder(root: Path, spec: SplitSpec | None, seed: int) -> PairTable:
     """Images of a flat folder, or of its train/val/test folders (their split kept). A flat folder is split by
     `spec` from the key hash, or written as one group (`FLAT`) when `spec` is None."""
-    by_split = has_split_folders(root)
-    index = index_folder(root, KeyRule(), IMAGE, by_split)
-    found = list(index.by_output_key().items())
-    if by_split or spec is None:
-        return [Pair(key, split or FLAT, {IMAGE: rel}) for (split, key), rel in found], index.rejected
-    splits = assign_splits([key for (_, key), _ in found], spec, seed)
-    pairs = [Pair(key, splits[key], {IMAGE: rel}) for (_, key), rel in found if splits[key]]
-    beyond = [Rejection({IMAGE: rel}, f"beyond --split counts ({spec})") for (_, key), rel in found if not splits[key]]
-    return pairs, index.rejected + beyond
+    table = PairTable()
+    table.add_folder(root, KeyRule(), IMAGE, has_split_folders(root))
+    table.pair([IMAGE], spec, seed, flat=FLAT)
+    return table
 
 
 def edges(
@@ -390,12 +386,11 @@ def rmbg(
     fmt = format_ or ("png" if fill is None else "jpg")
     remover, options = make_remover(bg, bg_model, bg_device, alpha_matting, grabcut_rect, workers)
     options.update(bg_fill=list(fill) if fill else "transparent", format=fmt, quality=quality)
-    pairs, rejected = scan_folder(root, None, 0)
+    pairs = scan_folder(root, None, 0)
     job = Job(
         out=out,
         sources={IMAGE: root},
         pairs=pairs,
-        rejected=rejected,
         builder=CutoutBuilder(root, remover, fill),
         layouts=[ImagesLayout()] + ([MaskLayout()] if keep_mask else []),
         formats=Formats(ImageFormat(fmt, quality), ImageFormat(fmt, quality)),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 from pairforge import __version__
 from pairforge.errors import PairforgeError
@@ -237,6 +238,20 @@ class ManifestReader:
         for number, line in enumerate(self._lines.lines("items")):
             yield self._validated(ItemRecord, line, f"items.{number}"), line.decode()
 
+    def keyed_item_lines(self) -> Iterator[tuple[str, str, str]]:
+        """Each item's split, key and line of JSON, the rest of the record to be validated by whoever uses it
+        (`item_of_line`): a resumed run reads these in its parent process and checks the records in its workers."""
+        for number, line in enumerate(self._lines.lines("items")):
+            try:
+                record = from_json(line)
+                split, key = record["split"], record["key"]
+            except (ValueError, KeyError, TypeError):
+                split = key = None
+            if not (isinstance(split, str) and isinstance(key, str)):
+                self._validated(ItemRecord, line, f"items.{number}")  # says what is wrong
+                raise PairforgeError(f"{self.path}: not a valid manifest (items.{number})")
+            yield split, key, line.decode()
+
     def rejected(self) -> Iterator[RejectedRecord]:
         for number, line in enumerate(self._lines.lines("rejected")):
             yield self._validated(RejectedRecord, line, f"rejected.{number}")
@@ -250,6 +265,19 @@ class ManifestReader:
             raise PairforgeError(
                 f"{self.path}: not a valid manifest ({where}{'.' if inside else ''}{inside}: {first['msg']})"
             ) from None
+
+
+class InvalidRecord(ValueError):
+    """A manifest line that is not a valid record (the message says where and why)."""
+
+
+def item_of_line(line: str) -> ItemRecord:
+    """The item record of a line of `ManifestReader.keyed_item_lines`, validated; InvalidRecord when it is not."""
+    try:
+        return ItemRecord.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidRecord(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
 
 def read_manifest(root: Path) -> Manifest:

@@ -1,9 +1,10 @@
-"""Keys, folder indexing, pairing by key, and deterministic split assignment.
+"""The rules of pairing: keys, output names and deterministic splits (`pair_table.py` applies them to folders).
 
 Files pair on their exact key: the name without its extension (and without `--a-suffix`/`--b-suffix`, or the
 `--match` group), Unicode NFC-normalised, case-sensitive; the extension's case and kind do not matter (`a.JPG`
-pairs with `a.png`). The filesystem-safe form of a key is only the output's file name (`output_keys`): distinct
-keys always get distinct output names, even where the safe forms (or their case) coincide.
+pairs with `a.png`). The filesystem-safe form of a key is only the output's file name (`safe_key`, and
+`suffixed_names` where those clash): distinct keys always get distinct output names, even where the safe forms
+(or their case) coincide.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import os
 import re
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pairforge.errors import UsageError
 from pairforge.parsing import parse_list
-from pairforge.prep.imageio import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -37,31 +38,28 @@ def exact_key(name: str) -> str:
     return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
-def output_keys(keys) -> dict[str, str]:
-    """Each exact key -> its output name: `safe_key(key)`, and where several keys share that name (ignoring case,
-    for case-insensitive filesystems) each gets `_<sha256 of the exact key>` appended. Depends only on the set of
-    keys (deterministic), and two keys never share an output."""
-    safe = {key: safe_key(key) for key in set(keys)}
-    groups: dict[str, list[str]] = defaultdict(list)
-    for key, name in safe.items():
-        groups[name.casefold()].append(key)
-    result = {group[0]: safe[group[0]] for group in groups.values() if len(group) == 1}
-    clashing = [key for group in groups.values() if len(group) > 1 for key in group]
-    taken = {name.casefold() for name in result.values()}
+def suffixed_names(clashing: list[str], taken: Callable[[str], bool]) -> dict[str, str]:
+    """Output names for keys whose safe names clash (ignoring case, for case-insensitive filesystems):
+    `<safe key>_<first 8 (or 16, or 64) hex digits of the key's sha256>`, with as few digits as make each name
+    unique (ignoring case) and not `taken` by another key's name. Depends only on the keys (deterministic)."""
+    result: dict[str, str] = {}
     for digits in (8, 16, 64):
         named: dict[str, list[str]] = defaultdict(list)
         for key in clashing:
-            named[f"{safe[key]}_{hashlib.sha256(key.encode()).hexdigest()[:digits]}".casefold()].append(key)
+            named[_suffixed(key, digits).casefold()].append(key)
         clashing = []
         for name, group in named.items():
-            if len(group) == 1 and name not in taken:
-                key = group[0]
-                result[key] = f"{safe[key]}_{hashlib.sha256(key.encode()).hexdigest()[:digits]}"
+            if len(group) == 1 and not taken(name):
+                result[group[0]] = _suffixed(group[0], digits)
             else:
                 clashing += group
         if not clashing:
             return result
     raise AssertionError(f"sha256 collision among keys {clashing}")
+
+
+def _suffixed(key: str, digits: int) -> str:
+    return f"{safe_key(key)}_{hashlib.sha256(key.encode()).hexdigest()[:digits]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +82,6 @@ class Rejection:
     def __post_init__(self) -> None:
         if not self.kind:
             object.__setattr__(self, "kind", self.reason.split(":")[0].split(" (")[0])
-
-
-@dataclass
-class FolderIndex:
-    """The image files of one folder, keyed by (split, exact key); everything else is in `rejected`."""
-
-    files: dict[tuple[str, str], str] = field(default_factory=dict)
-    rejected: list[Rejection] = field(default_factory=list)
-
-    def by_output_key(self) -> dict[tuple[str, str], str]:
-        """The files keyed by (split, output key): the keys' file-name forms (`output_keys`)."""
-        names = output_keys(key for _, key in self.files)
-        return {(split, names[key]): rel for (split, key), rel in sorted(self.files.items())}
 
 
 @dataclass(frozen=True)
@@ -134,83 +119,6 @@ def has_split_folders(root: Path) -> bool:
     return any((root / s).is_dir() for s in SPLITS)
 
 
-def index_folder(root: Path, rule: KeyRule, role: str, by_split: bool) -> FolderIndex:
-    """Index `root` (flat, or `root/<split>/` when `by_split`), rejecting what cannot be a pair member.
-
-    One `os.scandir` per folder (file types from the directory entries, no stat per file), names sorted as
-    strings: indexing 2 x 8000 files takes a few hundredths of a second."""
-    index = FolderIndex()
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    folders = [(s, f"{s}/") for s in SPLITS if (root / s).is_dir()] if by_split else [("", "")]
-    for split, prefix in folders:
-        for name, is_dir in _entries(root / split):
-            key = None if is_dir else rule.key_of(name)
-            reason = _entry_problem(name, os.path.splitext(name)[1], is_dir, key, by_split=False)
-            if reason:
-                index.rejected.append(Rejection({role: prefix + name}, reason))
-                continue
-            groups[(split, key)].append(prefix + name)
-    if by_split:
-        for name, is_dir in _entries(root):
-            if name not in SPLITS:
-                problem = _entry_problem(name, os.path.splitext(name)[1], is_dir, None, by_split=True)
-                index.rejected.append(Rejection({role: name}, problem))
-    for (split, key), rels in groups.items():
-        if len(rels) == 1:
-            index.files[(split, key)] = rels[0]
-        else:
-            for rel in rels:
-                index.rejected.append(Rejection({role: rel}, f"ambiguous key {key!r}: {', '.join(rels)}"))
-    return index
-
-
-def _entries(folder: Path) -> list[tuple[str, bool]]:
-    """(name, is a folder) of every entry, sorted by name."""
-    with os.scandir(folder) as entries:
-        return sorted((e.name, _is_dir(e)) for e in entries)
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # a symbolic link loop: taken as a file, rejected with the reason when it is read
-        return False
-
-
-def _entry_problem(name: str, extension: str, is_dir: bool, key: str | None, by_split: bool) -> str | None:
-    if name.startswith("."):
-        return "hidden file"
-    if is_dir:
-        if by_split:
-            return "sub-folder is not a split (train, val, test)"
-        return "sub-folder ignored (files are read from this folder only)"
-    if by_split:
-        return "file outside the split folders (train, val, test)"
-    if extension.lower() not in IMAGE_EXTENSIONS:
-        return f"not an image file ({extension or 'no extension'})"
-    if key is None:
-        return "name does not match --match"
-    return None
-
-
-def match_pairs(a: FolderIndex, b: FolderIndex, a_role: str = "A", b_role: str = "B"):
-    """Pairs (split, output key, a_rel, b_rel) whose exact keys are on both sides; one-sided files become
-    rejections."""
-    pairs = []
-    rejected = [*a.rejected, *b.rejected]
-    both = a.files.keys() & b.files.keys()
-    names = output_keys(key for _, key in both)
-    for split_key in sorted(a.files.keys() | b.files.keys()):
-        a_rel, b_rel = a.files.get(split_key), b.files.get(split_key)
-        if a_rel and b_rel:
-            pairs.append((split_key[0], names[split_key[1]], a_rel, b_rel))
-        elif a_rel:
-            rejected.append(Rejection({a_role: a_rel}, f"no matching {b_role} file"))
-        else:
-            rejected.append(Rejection({b_role: b_rel}, f"no matching {a_role} file"))
-    return pairs, rejected
-
-
 @dataclass(frozen=True)
 class SplitSpec:
     """`--split`: three ratios (`0.8,0.1,0.1`) or three counts (`170,8,10`) for train, val, test."""
@@ -231,6 +139,14 @@ class SplitSpec:
     def __str__(self) -> str:
         return ",".join(f"{v:g}" for v in self.values)
 
+    def sizes(self, n: int) -> list[int]:
+        """How many of `n` keys go to train, val and test (with counts, their sum may be less than n)."""
+        if self.counts:
+            return [int(v) for v in self.values]
+        n_train = round(n * self.values[0])
+        n_val = min(n - n_train, round(n * self.values[1]))
+        return [n_train, n_val, n - n_train - n_val]
+
 
 def hash_order(key: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
@@ -242,13 +158,7 @@ def assign_splits(keys: list[str], spec: SplitSpec, seed: int) -> dict[str, str 
     The same keys and seed always give the same assignment. With counts, keys beyond the total map to None.
     """
     ordered = sorted(keys, key=lambda k: hash_order(k, seed))
-    n = len(ordered)
-    if spec.counts:
-        sizes = [int(v) for v in spec.values]
-    else:
-        n_train = round(n * spec.values[0])
-        n_val = min(n - n_train, round(n * spec.values[1]))
-        sizes = [n_train, n_val, n - n_train - n_val]
+    sizes = spec.sizes(len(ordered))
     result: dict[str, str | None] = {}
     start = 0
     for split, size in zip(SPLITS, sizes, strict=True):

@@ -53,7 +53,8 @@ from pairforge.prep.options import (
     raw_source,
     run_settings,
 )
-from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, assign_splits, index_folder
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, assign_splits
 from pairforge.prep.transforms.background import PORTRAIT
 
 IMAGES = "img_align_celeba"
@@ -102,14 +103,14 @@ def read_partition(path: Path) -> dict[str, str]:
     return partition
 
 
-def scan_celeba(
-    images: Path, partition: dict[str, str] | None, limit: Limit, spec: SplitSpec, seed: int
-) -> tuple[list[Pair], list[Rejection]]:
+def scan_celeba(images: Path, partition: dict[str, str] | None, limit: Limit, spec: SplitSpec, seed: int) -> PairTable:
     """Pairs of the images present, in the official (or hashed) splits, cut to `--limit`. Listed images that
     are missing, and images the list does not name, are rejections. Images after the limit are not considered."""
-    index = index_folder(images, KeyRule(), IMAGE, by_split=False)
-    present = {key: rel for (_, key), rel in index.by_output_key().items()}
-    rejected = list(index.rejected)
+    found = PairTable()
+    found.add_folder(images, KeyRule(), IMAGE)
+    found.pair([IMAGE])
+    present = {pair.key: pair.sources[IMAGE] for pair in found}
+    rejected = list(found.rejections())
     if partition is None:
         keys = sorted(present)[: limit.total]
         order = assign_splits(keys, spec, seed)
@@ -132,7 +133,7 @@ def scan_celeba(
         else:
             pairs.append(Pair(key, split, {IMAGE: present[key]}))
             taken[split] += 1
-    return pairs, rejected
+    return PairTable.of(pairs, rejected)
 
 
 def celeba(
@@ -206,8 +207,8 @@ def celeba(
     options.update(split=str(spec) if partition is None else PARTITION, limit=str(limit_spec) if limit else None)
     if partition is None:
         options["seed"] = seed
-    scanned = scan_celeba(images, partition, limit_spec, spec, seed)
-    job = setup.job(images, out, scanned, builder, options, layout, format_, quality, shard_size)
+    pairs = scan_celeba(images, partition, limit_spec, spec, seed)
+    job = setup.job(images, out, pairs, builder, options, layout, format_, quality, shard_size)
     execute(
         job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
     )

@@ -7,7 +7,6 @@ Cityscapes colours; label->photo is the trainer's `--direction BtoA`, as with th
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -44,7 +43,8 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
-from pairforge.prep.pairing import FolderIndex, Pair, Rejection, match_pairs, safe_key
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import Pair, Rejection, safe_key
 from pairforge.prep.runner import Job
 from pairforge.prep.transforms.pillow_resize import pillow_bicubic
 from pairforge.prep.transforms.resize import resize
@@ -84,11 +84,10 @@ def split_map(keep_val: bool, include_test: bool) -> dict[str, str]:
     return splits
 
 
-def index_tree(root: Path, role: str, splits: dict[str, str], wanted: str | None) -> FolderIndex:
-    """Index `root/<official split>/**` by (output split, key). Photos when `wanted` is None; otherwise the
-    gtFine files of kind `wanted`, other gtFine kinds (instanceIds, polygons, ...) being skipped unconsidered."""
-    index = FolderIndex()
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+def index_tree(table: PairTable, root: Path, role: str, splits: dict[str, str], wanted: str | None) -> None:
+    """Add the files of `root/<official split>/**` to `table` by (output split, key). Photos when `wanted` is
+    None; otherwise the gtFine files of kind `wanted`, other gtFine kinds (instanceIds, polygons, ...) being
+    skipped unconsidered."""
     for official, split in splits.items():
         folder = root / official
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
@@ -96,15 +95,9 @@ def index_tree(root: Path, role: str, splits: dict[str, str], wanted: str | None
                 rel = path.relative_to(root).as_posix()
                 key, reason = _key_of(path.relative_to(folder), wanted)
                 if reason:
-                    index.rejected.append(Rejection({role: rel}, reason))
+                    table.reject([Rejection({role: rel}, reason)])
                 elif key:
-                    groups[split, key].append(rel)
-    for (split, key), rels in groups.items():
-        if len(rels) == 1:
-            index.files[split, key] = rels[0]
-        else:
-            index.rejected += [Rejection({role: rel}, f"ambiguous key {key!r}: {', '.join(rels)}") for rel in rels]
-    return index
+                    table.add_file(role, split, key, rel)
 
 
 def _key_of(rel: Path, wanted: str | None) -> tuple[str | None, str | None]:
@@ -189,12 +182,13 @@ def _tree(src: Path, given: Path | None, candidates: tuple[str, ...], what: str)
     raise UsageError(f"{src} holds no {names}: expected the unzipped {what} folder (download: {DOWNLOAD})")
 
 
-def find_pairs(photos: Path, labels: Path, label_source: str, splits: dict[str, str]):
-    """Pairs by (split, key) of photos and label files; one-sided files are rejections. Returns (pairs, rejected)."""
-    photo_index = index_tree(photos, PHOTO, splits, None)
-    label_index = index_tree(labels, LABEL, splits, LABEL_SOURCES[label_source])
-    matched, rejected = match_pairs(photo_index, label_index, PHOTO, LABEL)
-    return [Pair(key, split, {PHOTO: p, LABEL: lab}) for split, key, p, lab in matched], rejected
+def find_pairs(photos: Path, labels: Path, label_source: str, splits: dict[str, str]) -> PairTable:
+    """Pairs by (split, key) of photos and label files; one-sided files are rejections."""
+    table = PairTable()
+    index_tree(table, photos, PHOTO, splits, None)
+    index_tree(table, labels, LABEL, splits, LABEL_SOURCES[label_source])
+    table.pair([PHOTO, LABEL])
+    return table
 
 
 def cityscapes(
@@ -264,7 +258,7 @@ def cityscapes(
     root = raw_source(src, None, "cityscapes", "leftImg8bit/ and gtFine/", DOWNLOAD)
     photo_root = _tree(root, photos, PHOTO_FOLDERS, "leftImg8bit")
     label_root = _tree(root, labels, LABEL_FOLDERS, "gtFine")
-    pairs, rejected = find_pairs(photo_root, label_root, label_source, split_map(keep_val, include_test))
+    pairs = find_pairs(photo_root, label_root, label_source, split_map(keep_val, include_test))
     formats = formats_from(format_, quality, "jpg", "png")
     options = {
         "label_source": label_source,
@@ -280,7 +274,6 @@ def cityscapes(
         out=out,
         sources={PHOTO: photo_root, LABEL: label_root},
         pairs=pairs,
-        rejected=rejected,
         builder=CityscapesBuilder(photo_root, label_root, label_source, size_wh, photo_resample, label_resample),
         layouts=layouts_from(layout, shard_size),
         formats=formats,

@@ -50,6 +50,7 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
+from pairforge.prep.pair_table import PairTable
 from pairforge.prep.pairing import Pair, Rejection, SplitSpec, assign_splits, safe_key
 from pairforge.prep.runner import Job
 from pairforge.prep.transforms.background import composite
@@ -431,8 +432,7 @@ def coco_pose(
     job = Job(
         out=out,
         sources={IMAGE: image_root, ANNOTATION: sets[0].file.parent},
-        pairs=pairs,
-        rejected=rejected + beyond,
+        pairs=PairTable.of(pairs, rejected + beyond),
         builder=CocoPoseBuilder(image_root, table, skeleton.limbs, size, draw_occluded),
         layouts=layouts_from(layout, shard_size),
         formats=formats,

@@ -45,6 +45,7 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
+from pairforge.prep.pair_table import PairTable
 from pairforge.prep.pairing import KeyRule, Pair, SplitSpec, safe_key
 from pairforge.prep.runner import Job
 from pairforge.prep.transforms.resize import FITS, fit
@@ -131,12 +132,12 @@ class RenamedLayout(Layout):
         ]
 
 
-def copy_formats(pairs: list[Pair], quality: int) -> Formats:
+def copy_formats(pairs: PairTable, quality: int) -> Formats:
     """Per side, the extension of copied files: png when most sources of that side are PNG, else jpg."""
     return formats_from(None, quality, *(_common_ext(pairs, role) for role in ("A", "B")))
 
 
-def _common_ext(pairs: list[Pair], role: str) -> str:
+def _common_ext(pairs: PairTable, role: str) -> str:
     counts = Counter(Path(p.sources[role]).suffix.lower() == ".png" for p in pairs)
     return "png" if counts[True] > counts[False] else "jpg"
 
@@ -162,7 +163,7 @@ def _face_folder(src: Path, given: Path | None, names: tuple[str, ...], flag: st
 
 
 def output_plan(
-    layout: str, sketch_channels: int, format_: str | None, quality: int, pairs: list[Pair], shard_size: str = "1GB"
+    layout: str, sketch_channels: int, format_: str | None, quality: int, pairs: PairTable, shard_size: str = "1GB"
 ):
     """Layouts and formats of a full run; a 1-channel sketch cannot go into the RGB A|B image."""
     if sketch_channels not in (1, 3):
@@ -231,7 +232,7 @@ def cuhk(
     root = raw_source(src, None, "cuhk", "photo(s)/ and sketch(es)/", DOWNLOAD)
     photo_root = _face_folder(root, photos, PHOTO_FOLDERS, "--photos")
     sketch_root = _face_folder(root, sketches, SKETCH_FOLDERS, "--sketches")
-    pairs, rejected = find_pairs(photo_root, sketch_root, FaceName(), FaceName(sketch=True), spec, seed)
+    pairs = find_pairs(photo_root, sketch_root, FaceName(), FaceName(sketch=True), spec, seed)
     options = {"rename_only": rename_only, "split": str(spec), "seed": seed}
     if rename_only:
         layouts, formats = [RenamedLayout()], copy_formats(pairs, quality)
@@ -245,7 +246,6 @@ def cuhk(
         out=out,
         sources={"A": photo_root, "B": sketch_root},
         pairs=pairs,
-        rejected=rejected,
         builder=builder,
         layouts=layouts,
         formats=formats,

@@ -38,6 +38,7 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
+from pairforge.prep.pair_table import PairTable
 from pairforge.prep.pairing import Pair, Rejection, safe_key
 from pairforge.prep.runner import Job
 from pairforge.prep.transforms.depth import (
@@ -359,8 +360,7 @@ def kitti(
     job = Job(
         out=out,
         sources=roots,
-        pairs=pairs,
-        rejected=rejected,
+        pairs=PairTable.of(pairs, rejected),
         builder=KittiBuilder(roots, a_role, maker),
         layouts=layouts,
         formats=formats,

@@ -55,6 +55,7 @@ from pairforge.prep.options import (
     run_settings,
     source_path,
 )
+from pairforge.prep.pair_table import PairTable
 from pairforge.prep.pairing import Pair, Rejection, SplitSpec, assign_splits
 from pairforge.prep.runner import Job
 from pairforge.prep.transforms.depth import Crops, DepthCoding, DepthPairMaker
@@ -266,8 +267,7 @@ def nyu(
     job = Job(
         out=out,
         sources={name: mat.parent for name in names},
-        pairs=pairs,
-        rejected=rejected,
+        pairs=PairTable.of(pairs, rejected),
         builder=NyuBuilder(mat, names, maker),
         layouts=layouts,
         formats=formats,

@@ -7,7 +7,8 @@ import unicodedata
 import numpy as np
 from PIL import Image
 
-from pairforge.prep.pairing import output_keys, safe_key
+from pairforge.prep.pair_table import PairTable
+from pairforge.prep.pairing import safe_key
 from tests.conftest import load, pattern
 from tests.hostile.conftest import accounted, tree
 
@@ -51,6 +52,15 @@ def test_different_names_never_pair_and_equal_names_always_do(tmp_path, cli):
         assert np.array_equal(image[:, 8:], pattern(8, 8, seed + 1))
     unpaired = {r["paths"].get("A") or r["paths"].get("B") for r in manifest["rejected"]}
     assert unpaired == {"猫.png", "cafè.png", "Foo.png", "犬.png", "foo.png"}
+
+
+def output_keys(keys) -> dict[str, str]:
+    """Each key -> the output name a PairTable gives the file keyed by it."""
+    table = PairTable()
+    for key in keys:
+        table.add_file("X", "", key, f"{key}.png")
+    table.pair(["X"])
+    return {pair.sources["X"].removesuffix(".png"): pair.key for pair in table}
 
 
 def test_output_keys_are_distinct_deterministic_and_plain_names_unchanged():

@@ -15,6 +15,7 @@ from pairforge.prep.check import check_dataset
 from pairforge.prep.combine import CombineBuilder
 from pairforge.prep.imageio import ImageFormat
 from pairforge.prep.manifest import ManifestReader
+from pairforge.prep.pair_table import PairTable
 from pairforge.prep.pairing import Pair
 from pairforge.prep.runner import Job, RunSettings, run_job
 from pairforge.prep.writers import AbLayout, Formats, PairImages
@@ -42,7 +43,7 @@ def make_job(tmp_path: Path, n: int, builder_for=lambda b: b) -> Job:
     pairs = [Pair(f"{i:02d}", "train", {"A": f"{i:02d}.png", "B": f"{i:02d}.png"}) for i in range(n)]
     fmt = ImageFormat("png")
     return Job(
-        out=tmp_path / "out", sources={"A": a, "B": b}, pairs=pairs, rejected=[],
+        out=tmp_path / "out", sources={"A": a, "B": b}, pairs=PairTable.of(pairs),
         builder=builder_for(CombineBuilder(a, b)), layouts=[AbLayout()], formats=Formats(fmt, fmt),
         options={}, command=["test"],
     )  # fmt: skip
