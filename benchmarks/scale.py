@@ -13,6 +13,7 @@ with --clean.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -149,13 +150,12 @@ def main() -> None:
     for n in parse_sizes(args.sizes):
         rows.append(bench_size(args.workdir, n))
         print(json.dumps(rows[-1]), flush=True)
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
+    for smaller, larger in itertools.pairwise(rows):
         for name in ("build", "check", "rerun"):
-            growth = (
-                (last[name]["tree_pss_mib"] - first[name]["tree_pss_mib"]) * 1024 / (last["pairs"] - first["pairs"])
-            )
-            print(f"{name}: tree PSS grows {growth:.3f} KiB per pair from {first['pairs']} to {last['pairs']} pairs")
+            added = larger[name]["tree_pss_mib"] - smaller[name]["tree_pss_mib"]
+            growth = added * 1024 / (larger["pairs"] - smaller["pairs"])
+            span = f"from {smaller['pairs']} to {larger['pairs']} pairs"
+            print(f"{name}: tree PSS grows {growth:.3f} KiB per pair {span}")
     if args.clean:
         shutil.rmtree(args.workdir, ignore_errors=True)
 

@@ -9,15 +9,18 @@ of about 0.9 KB per pair; its rules are the module docstring of `pairing.py`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic_core import from_json
 
+from pairforge.errors import PairforgeError
 from pairforge.prep.imageio import IMAGE_EXTENSIONS
 from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, hash_order, safe_key, suffixed_names
 
@@ -25,6 +28,38 @@ CACHE_KIB = 16 * 1024
 """SQLite's page cache: what the table may hold in memory before it spills to its temporary file."""
 BATCH = 1_000
 """Directory entries classified and inserted together."""
+
+
+DISK_ERRORS = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+
+
+@contextmanager
+def _disk_errors() -> Iterator[None]:
+    """SQLite failing to write its temporary file (a full disk, say) ends the command: one line, exit 1."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if (exc.sqlite_errorcode & 0xFF) not in DISK_ERRORS:
+            raise
+        raise PairforgeError(
+            f"pairing needs temporary disk space in {_sqlite_temp_folder()} ({exc}); free some there or set TMPDIR"
+            " to a folder with room, then run the same command again"
+        ) from None
+
+
+def _on_disk(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def guarded(*args, **kwargs):
+        with _disk_errors():
+            return method(*args, **kwargs)
+
+    return guarded
+
+
+def _sqlite_temp_folder() -> str:
+    """Where SQLite puts its temporary files: the first writable of these (its own order, on Unix)."""
+    candidates = [os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"]
+    return next((c for c in candidates if c and os.path.isdir(c) and os.access(c, os.W_OK)), ".")
 
 
 class PairTable:
@@ -49,6 +84,7 @@ class PairTable:
         """The lower-case extensions of the paired files."""
 
     @classmethod
+    @_on_disk
     def of(cls, pairs: Iterable[Pair], rejected: Iterable[Rejection] = ()) -> PairTable:
         """A table of the pairs (keys already output names) and rejections a source found itself."""
         table = cls()
@@ -58,6 +94,7 @@ class PairTable:
         table._finish()
         return table
 
+    @_on_disk
     def add_folder(
         self, root: Path, rule: KeyRule, role: str, by_split: bool = False, split: str = "", under: str = ""
     ) -> None:
@@ -74,14 +111,17 @@ class PairTable:
                 self._add_entries(root, f"{prefix}{name}/", rule, role, name)
         self._add_entries(root, prefix, rule, role, None)
 
+    @_on_disk
     def add_file(self, role: str, split: str, key: str, rel: str) -> None:
         """One file a source found and keyed itself."""
         extension = os.path.splitext(rel)[1].lower()
         self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (role, split, key, rel, extension))
 
+    @_on_disk
     def reject(self, rejections: Iterable[Rejection]) -> None:
         self._db.executemany("INSERT INTO rejected VALUES (?, ?)", ((_dumps(r.paths), r.reason) for r in rejections))
 
+    @_on_disk
     def pair(self, roles: list[str], spec: SplitSpec | None = None, seed: int = 0, flat: str = "") -> None:
         """Match the files by (split, exact key) across `roles`: files with a role missing, or sharing their key
         with another file of their role, become rejections. Files found without a split are split by `spec`
@@ -113,12 +153,14 @@ class PairTable:
 
     def __iter__(self) -> Iterator[Pair]:
         """The pairs in (split, key) order (SQLite compares text as UTF-8 bytes: the order of Python strings)."""
-        rows = self._db.execute("SELECT split, name, sources FROM pairs ORDER BY rowid")
-        return (Pair(name, split, from_json(sources)) for split, name, sources in rows)
+        with _disk_errors():
+            for split, name, sources in self._db.execute("SELECT split, name, sources FROM pairs ORDER BY rowid"):
+                yield Pair(name, split, from_json(sources))
 
     def rejections(self) -> Iterator[Rejection]:
-        rows = self._db.execute("SELECT paths, reason FROM rejected ORDER BY rowid")
-        return (Rejection(from_json(paths), reason) for paths, reason in rows)
+        with _disk_errors():
+            for paths, reason in self._db.execute("SELECT paths, reason FROM rejected ORDER BY rowid"):
+                yield Rejection(from_json(paths), reason)
 
     def _add_entries(self, root: Path, prefix: str, rule: KeyRule, role: str, split: str | None) -> None:
         """The entries of `root/prefix`: files of `split`, or (`split` None) the top of a folder whose files

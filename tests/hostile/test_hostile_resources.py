@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pairforge.prep import runner
+from pairforge.prep import pair_table, runner
 from tests.conftest import CliResult, read_manifest
 from tests.hostile.conftest import TINY, ab_dataset, accounted, one_line, tree, write_pairs
 
@@ -201,3 +201,19 @@ def test_out_of_gpu_memory_while_training_is_one_line(home, cli, monkeypatch):
     monkeypatch.setattr(loop, "build_model", no_memory)
     result = cli("train", "--dataroot", ab_dataset(home / "data"), "--runs_dir", home / "runs", *TINY, "-q")
     assert "out of GPU memory; use fewer --workers or smaller sizes or batches" in one_line(result, 1)
+
+
+def test_a_full_temporary_disk_while_pairing_is_one_line_and_writes_nothing(home, cli, monkeypatch):
+    """SQLite's temporary pairing database cannot grow: its page limit stands in for a full disk."""
+    real_init = pair_table.PairTable.__init__
+
+    def no_room(self):
+        real_init(self)
+        self._db.execute("PRAGMA max_page_count = 5")  # the pages its empty tables take
+
+    monkeypatch.setattr(pair_table.PairTable, "__init__", no_room)
+    out = home / "out"
+    line = one_line(cli("combine", home / "A", home / "B", out, "-q"), 1)
+    assert "pairing needs temporary disk space" in line and "database or disk is full" in line, line
+    assert "set TMPDIR to a folder with room" in line
+    assert not out.exists()
