@@ -120,7 +120,7 @@ def remove_stale_temporaries(root: Path) -> int:
             continue
         with entries:
             for entry in entries:
-                if _is_folder(entry):
+                if is_folder(entry):
                     if not entry.is_symlink():
                         folders.append(entry.path)
                 elif (found := TEMP_NAME.match(entry.name)) and not _alive(int(found["pid"] or found["pid2"])):
@@ -129,7 +129,8 @@ def remove_stale_temporaries(root: Path) -> int:
     return removed
 
 
-def _is_folder(entry: os.DirEntry) -> bool:
+def is_folder(entry: os.DirEntry) -> bool:
+    """Whether a directory entry is a folder (following a symbolic link); a link loop is not."""
     try:
         return entry.is_dir()
     except OSError:  # a symbolic link loop

@@ -260,11 +260,16 @@ class ManifestReader:
         try:
             return model.model_validate_json(data) if isinstance(data, bytes) else model.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            inside = ".".join(str(p) for p in first["loc"])
+            inside, message = _first_error(exc)
             raise PairforgeError(
-                f"{self.path}: not a valid manifest ({where}{'.' if inside else ''}{inside}: {first['msg']})"
+                f"{self.path}: not a valid manifest ({where}{'.' if inside else ''}{inside}: {message})"
             ) from None
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    """Where in the record (dotted) the first validation error is, and its message."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]), first["msg"]
 
 
 class InvalidRecord(ValueError):
@@ -276,8 +281,8 @@ def item_of_line(line: str) -> ItemRecord:
     try:
         return ItemRecord.model_validate_json(line)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidRecord(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        inside, message = _first_error(exc)
+        raise InvalidRecord(f"{inside}: {message}") from None
 
 
 def read_manifest(root: Path) -> Manifest:

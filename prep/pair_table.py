@@ -23,6 +23,7 @@ from pydantic_core import from_json
 from pairforge.errors import PairforgeError
 from pairforge.prep.imageio import IMAGE_EXTENSIONS
 from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, hash_order, safe_key, suffixed_names
+from pairforge.safety import is_folder
 
 CACHE_KIB = 16 * 1024
 """SQLite's page cache: what the table may hold in memory before it spills to its temporary file."""
@@ -128,10 +129,12 @@ class PairTable:
         (from the hash of their output name and `seed`; pairs beyond `--split` counts are rejections), or all
         put in `flat` when `spec` is None."""
         self._db.execute("CREATE INDEX files_by_key ON files(split, key, role, rel, extension)")  # covering
-        ranked_by = seed if spec is not None else None
-        self._group(ranked_by)
-        self._reject_ambiguous(ranked_by)
-        self._name_outputs(ranked_by)
+        ranked = spec is not None
+        self._db.create_function("safe_key", 1, safe_key, deterministic=True)
+        self._db.create_function("rank_of", 1, lambda name: hash_order(name, seed), deterministic=True)
+        self._group(ranked)
+        self._reject_ambiguous(ranked)
+        self._name_outputs(ranked)
         self._reject_one_sided(roles)
         if spec is None:
             chosen, bounds = "CASE WHEN split = '' THEN ? ELSE split END", (flat,)
@@ -176,7 +179,7 @@ class PairTable:
                         continue
                     extension = os.path.splitext(name)[1].lower()
                     key = rule.key_of(name) if extension in IMAGE_EXTENSIONS else None
-                    if key is None or name.startswith(".") or _is_dir(entry):
+                    if key is None or name.startswith(".") or is_folder(entry):
                         reason = _entry_problem(entry, extension, key, by_split=False)
                         rejected.append((_dumps({role: prefix + name}), reason))
                     else:
@@ -184,15 +187,11 @@ class PairTable:
                 self._db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", files)
                 self._db.executemany("INSERT INTO rejected VALUES (?, ?)", rejected)
 
-    def _group(self, seed: int | None, where: str = "", params: tuple = ()) -> None:
+    def _group(self, ranked: bool, where: str = "", params: tuple = ()) -> None:
         """Group the files by (split, key), in SQLite (sources as JSON objects in role order): no Python object is
         made per file. Each group is named by its safe key for now (Python's `safe_key` runs only for keys that
-        are not safe already) and, when `seed` is given and it has no split, ranked by sha256(seed:name)."""
-        self._db.create_function("safe_key", 1, safe_key, deterministic=True)
-        rank = "NULL"
-        if seed is not None:
-            self._db.create_function("rank_of", 1, lambda name: hash_order(name, seed), deterministic=True)
-            rank = "CASE WHEN split = '' THEN rank_of(name) END"
+        are not safe already) and, when `ranked` and it has no split, ranked by `rank_of` (sha256(seed:name))."""
+        rank = "CASE WHEN split = '' THEN rank_of(name) END" if ranked else "NULL"
         self._db.execute(
             f"INSERT INTO found SELECT *, {rank} FROM (SELECT split, key, CASE WHEN key GLOB '*[^A-Za-z0-9._-]*'"
             " OR key GLOB '[._]*' OR key GLOB '*[._]' OR key = '' THEN safe_key(key) ELSE key END AS name,"
@@ -201,7 +200,7 @@ class PairTable:
             params,
         )
 
-    def _reject_ambiguous(self, seed: int | None) -> None:
+    def _reject_ambiguous(self, ranked: bool) -> None:
         """Files sharing (role, split, key) with another: none of them can be told apart, all are rejected, and
         their group is formed again from the other files."""
         groups = self._db.execute("SELECT split, key FROM found WHERE files > roles").fetchall()
@@ -213,7 +212,7 @@ class PairTable:
                     self.reject(Rejection({role: rel}, f"ambiguous key {key!r}: {', '.join(rels)}") for rel in rels)
                     self._db.execute("DELETE FROM files WHERE role = ? AND split = ? AND key = ?", (role, split, key))
             self._db.execute("DELETE FROM found WHERE split = ? AND key = ?", (split, key))
-            self._group(seed, "WHERE split = ? AND key = ?", (split, key))
+            self._group(ranked, "WHERE split = ? AND key = ?", (split, key))
 
     def _reject_one_sided(self, roles: list[str]) -> None:
         """Groups without every role: each of their files is rejected, naming the roles it lacks. Notes the
@@ -228,7 +227,7 @@ class PairTable:
         for (extensions,) in self._db.execute("SELECT DISTINCT extensions FROM found"):
             self.extensions.update(extensions.split(","))  # image extensions: no commas
 
-    def _name_outputs(self, seed: int | None) -> None:
+    def _name_outputs(self, ranked: bool) -> None:
         """Keys whose safe names clash (ignoring case) get `pairing.suffixed_names` (and their rank again); all
         others keep their safe name. SQLite's lower() is ASCII-only, which is enough: safe names are ASCII."""
         self._db.execute("CREATE INDEX found_by_name ON found(lower(name))")
@@ -248,7 +247,7 @@ class PairTable:
 
         renamed = suffixed_names(clashing, taken)
         self._db.executemany("UPDATE found SET name = ? WHERE key = ?", ((n, k) for k, n in renamed.items()))
-        if seed is not None:
+        if ranked:
             self._db.execute(
                 "UPDATE found SET rank = rank_of(name) WHERE split = '' AND key IN (SELECT value FROM json_each(?))",
                 (json.dumps(clashing),),
@@ -292,18 +291,11 @@ def _dumps(paths: dict[str, str]) -> str:
     return json.dumps(paths, ensure_ascii=False)
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # a symbolic link loop: taken as a file, rejected with the reason when it is read
-        return False
-
-
 def _entry_problem(entry: os.DirEntry, extension: str, key: str | None, by_split: bool) -> str:
     """Why a directory entry cannot be a pair member."""
     if entry.name.startswith("."):
         return "hidden file"
-    if _is_dir(entry):
+    if is_folder(entry):
         if by_split:
             return "sub-folder is not a split (train, val, test)"
         return "sub-folder ignored (files are read from this folder only)"
