@@ -6,8 +6,10 @@
 For each size it writes its own inputs (kept in --workdir between runs: generating 1M pairs takes minutes), runs
 each command as its users do (the real CLI, a fresh process, all cores) and prints its time and peak memory: the
 largest process's peak RSS and the peak of the whole process tree's PSS (shared pages counted once, polled), with
-the ratios check/build and rerun/build of the same run. The outputs are deleted after each size; the inputs only
-with --clean.
+the ratios check/build and rerun/build of the same run. The no-op re-run is measured twice: as users meet it,
+taking the pairing the build saved (`rerun`: the inputs had settled, see prep/saved_pairing.py), and with that
+pairing deleted, so that it lists and pairs the input folders again (`rerun_listing`). The outputs are deleted
+after each size; the inputs only with --clean.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pairforge.prep import saved_pairing
 
 POLL_S = 0.2
 
@@ -121,20 +125,25 @@ def bench_size(workdir: Path, n: int) -> dict:
     out = workdir / f"out_{n}"
     shutil.rmtree(out, ignore_errors=True)
     combine = ["combine", str(a_dir), str(b_dir), str(out), "--json"]
+    time.sleep(saved_pairing.SETTLE_S)  # inputs just written are listed again by every run until they settle
     os.sync()
     build = measure(combine)
     assert build["summary"]["written"] == n, build["summary"]
+    assert (out / saved_pairing.NAME).is_file(), "the build saved no pairing"
     os.sync()
     check = measure(["check", str(out), "--json"])
     assert check["summary"]["ok"] and check["summary"]["items"] == n, check["summary"]
     rerun = measure(combine)
     assert rerun["summary"]["skipped"] == n, rerun["summary"]
+    (out / saved_pairing.NAME).unlink()
+    rerun_listing = measure(combine)
+    assert rerun_listing["summary"]["skipped"] == n, rerun_listing["summary"]
     shutil.rmtree(out)
     row = {"pairs": n, "inputs_generated_s": round(generated, 1)}
-    for name, result in (("build", build), ("check", check), ("rerun", rerun)):
+    for name, result in (("build", build), ("check", check), ("rerun", rerun), ("rerun_listing", rerun_listing)):
         row[name] = {k: result[k] for k in ("seconds", "max_rss_mib", "tree_pss_mib")}
-    row["check_over_build"] = round(check["seconds"] / build["seconds"], 3)
-    row["rerun_over_build"] = round(rerun["seconds"] / build["seconds"], 3)
+    for name in ("check", "rerun", "rerun_listing"):
+        row[f"{name}_over_build"] = round(row[name]["seconds"] / build["seconds"], 3)
     return row
 
 
@@ -151,7 +160,7 @@ def main() -> None:
         rows.append(bench_size(args.workdir, n))
         print(json.dumps(rows[-1]), flush=True)
     for smaller, larger in itertools.pairwise(rows):
-        for name in ("build", "check", "rerun"):
+        for name in ("build", "check", "rerun", "rerun_listing"):
             added = larger[name]["tree_pss_mib"] - smaller[name]["tree_pss_mib"]
             growth = added * 1024 / (larger["pairs"] - smaller["pairs"])
             span = f"from {smaller['pairs']} to {larger['pairs']} pairs"

@@ -57,6 +57,7 @@ from pairforge.prep.options import (
     formats_from,
     key_value_table,
     layouts_from,
+    pairing_reuse,
     run_settings,
     source_path,
 )
@@ -154,6 +155,7 @@ def combine(
         KeyRule.build(b_suffix, match),
         split_spec,
         seed,
+        pairing_reuse(out, verify),
     )
     fmt = format_ or default_format(pairs)
     options = {
@@ -220,7 +222,7 @@ def split(
     require_inputs(src)
     root = source_path(src)
     spec = SplitSpec.parse(split)
-    pairs = scan_flat(root, spec, seed)
+    pairs = scan_flat(root, spec, seed, pairing_reuse(out, verify))
     fmt = format_ or default_format(pairs)
     options = {"split": str(spec), "seed": seed, "format": fmt, "quality": quality}
     _run_conversion(
@@ -265,7 +267,7 @@ def unpair(
     src = source_path(root)
     if detect_layout(src) != "ab":
         raise UsageError(f"{root} is not an ab dataset (found {detect_layout(src)}); use pairforge pair")
-    pairs = scan_ab(src)
+    pairs = scan_ab(src, pairing_reuse(out, verify))
     fmt = format_ or default_format(pairs)
     target = out or src.with_name(f"{src.name}_{layout.split(',')[0]}")
     _run_conversion(
@@ -317,7 +319,7 @@ def pair(
     kind = detect_layout(src)
     if kind == "ab":
         raise UsageError(f"{root} is already an ab dataset; use pairforge unpair to convert it")
-    pairs = scan_sided(src, kind)
+    pairs = scan_sided(src, kind, pairing_reuse(out, verify))
     fmt = format_ or default_format(pairs)
     target = out or src.with_name(f"{src.name}_ab")
     options = {"from_layout": kind, "size_policy": size_policy, "format": fmt, "quality": quality}

@@ -21,14 +21,22 @@ JOIN_POLICIES = tuple(p for p in SIZE_POLICIES if p != "resize")
 LOSSLESS = frozenset({".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".gif"})
 
 
-def find_pairs(a_dir: Path, b_dir: Path, a_rule: KeyRule, b_rule: KeyRule, split: SplitSpec, seed: int) -> PairTable:
+def find_pairs(
+    a_dir: Path,
+    b_dir: Path,
+    a_rule: KeyRule,
+    b_rule: KeyRule,
+    split: SplitSpec,
+    seed: int,
+    reuse_from: Path | None = None,
+) -> PairTable:
     """Pair files of two folders by key, within official splits when both have `train/val/test` sub-folders,
-    otherwise assigning splits from the key hash."""
+    otherwise assigning splits from the key hash (or take the pairing saved in `reuse_from`, see `PairTable`)."""
     by_split = has_split_folders(a_dir), has_split_folders(b_dir)
     if by_split[0] != by_split[1]:
         with_splits, without = (a_dir, b_dir) if by_split[0] else (b_dir, a_dir)
         raise UsageError(f"{with_splits} has train/val/test sub-folders but {without} has not; use the same shape")
-    table = PairTable()
+    table = PairTable(reuse_from)
     table.add_folder(a_dir, a_rule, "A", by_split[0])
     table.add_folder(b_dir, b_rule, "B", by_split[0])
     table.pair(["A", "B"], split, seed)

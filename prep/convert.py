@@ -26,27 +26,27 @@ def detect_layout(root: Path) -> str:
     raise UsageError(f"{root} holds no dataset layout (no train/, val/, test/, trainA/ or testA/ folders)")
 
 
-def scan_ab(root: Path) -> PairTable:
+def scan_ab(root: Path, reuse_from: Path | None = None) -> PairTable:
     """Every image of an `ab` dataset's split folders, as single-source pairs with role `AB`."""
-    table = PairTable()
+    table = PairTable(reuse_from)
     table.add_folder(root, PLAIN, "AB", by_split=True)
     table.pair(["AB"])
     return table
 
 
-def scan_flat(root: Path, spec: SplitSpec, seed: int) -> PairTable:
+def scan_flat(root: Path, spec: SplitSpec, seed: int, reuse_from: Path | None = None) -> PairTable:
     """Every image of a flat folder of A|B images, split by `spec`."""
     if any((root / s).is_dir() for s in SPLITS):
         raise UsageError(f"{root} already has train/val/test folders; split takes a flat folder of A|B images")
-    table = PairTable()
+    table = PairTable(reuse_from)
     table.add_folder(root, PLAIN, "AB")
     table.pair(["AB"], spec, seed)
     return table
 
 
-def scan_sided(root: Path, layout: str) -> PairTable:
+def scan_sided(root: Path, layout: str, reuse_from: Path | None = None) -> PairTable:
     """Pairs of a `split` or `unaligned` dataset, matched by key within each split."""
-    table = PairTable()
+    table = PairTable(reuse_from)
     for split in SPLITS:
         for side in "AB":
             folder = f"{split}/{side}" if layout == "split" else f"{split}{side}"

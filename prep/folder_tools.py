@@ -39,6 +39,7 @@ from pairforge.prep.options import (
     execute,
     formats_from,
     layouts_from,
+    pairing_reuse,
     run_settings,
     source_path,
 )
@@ -279,10 +280,10 @@ class EdgesSetup:
         )
 
 
-def scan_folder(root: Path, spec: SplitSpec | None, seed: int) -> PairTable:
+def scan_folder(root: Path, spec: SplitSpec | None, seed: int, reuse_from: Path | None = None) -> PairTable:
     """Images of a flat folder, or of its train/val/test folders (their split kept). A flat folder is split by
     `spec` from the key hash, or written as one group (`FLAT`) when `spec` is None."""
-    table = PairTable()
+    table = PairTable(reuse_from)
     table.add_folder(root, KeyRule(), IMAGE, has_split_folders(root))
     table.pair([IMAGE], spec, seed, flat=FLAT)
     return table
@@ -339,7 +340,8 @@ def edges(
     builder, options = setup.builder(root, workers)
     if not has_split_folders(root):
         options.update(split=str(spec), seed=seed)
-    job = setup.job(root, out, scan_folder(root, spec, seed), builder, options, layout, format_, quality, shard_size)
+    pairs = scan_folder(root, spec, seed, pairing_reuse(out, verify))
+    job = setup.job(root, out, pairs, builder, options, layout, format_, quality, shard_size)
     execute(
         job, run_settings(workers, overwrite, dry_run, executor, ray_address, verify), Reporting(quiet, json_, strict)
     )
@@ -386,7 +388,7 @@ def rmbg(
     fmt = format_ or ("png" if fill is None else "jpg")
     remover, options = make_remover(bg, bg_model, bg_device, alpha_matting, grabcut_rect, workers)
     options.update(bg_fill=list(fill) if fill else "transparent", format=fmt, quality=quality)
-    pairs = scan_folder(root, None, 0)
+    pairs = scan_folder(root, None, 0, pairing_reuse(out, verify))
     job = Job(
         out=out,
         sources={IMAGE: root},

@@ -33,7 +33,8 @@ Verify = Annotated[
     typer.Option(
         "--verify",
         help="On resume, re-hash every file kept from the last run (default: trust one with its recorded size and"
-        " mtime; others are re-hashed, and rebuilt unless intact).",
+        " mtime; others are re-hashed, and rebuilt unless intact), and list the input folders again (default: reuse"
+        " the last run's pairing while they are unchanged).",
     ),
 ]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 1 when any input was rejected.")]
@@ -96,6 +97,12 @@ def run_settings(
     if executor not in EXECUTORS:
         raise UsageError(f"--executor {executor!r}: choose from {', '.join(EXECUTORS)}")
     return RunSettings(workers, overwrite, dry_run, executor=executor, ray_address=ray_address, verify=verify)
+
+
+def pairing_reuse(out: Path, verify: bool) -> Path | None:
+    """Where a command may take the last run's pairing from (see prep/saved_pairing.py): its output folder, or
+    nowhere under --verify."""
+    return None if verify else out
 
 
 def execute(job: Job, settings: RunSettings, reporting: Reporting) -> RunResult:

@@ -5,6 +5,10 @@ process leaves nothing behind): sources add the files they find (`add_folder`, `
 by (split, exact key) and gives each pair its output name and split, and the runner reads the pairs back in
 (split, key) order, one at a time. Pairing 1M pairs of files this way holds a few MiB of Python objects instead
 of about 0.9 KB per pair; its rules are the module docstring of `pairing.py`.
+
+Folders are listed when `pair` runs, unless the table may reuse the pairing the last run saved in its output
+folder (`reuse_from`, see `saved_pairing.py`) and none of them has changed since; the runner saves each run's
+pairing there (`save`).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import itertools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic_core import from_json
 
+from pairforge import __version__
 from pairforge.errors import PairforgeError
+from pairforge.prep import saved_pairing
 from pairforge.prep.imageio import IMAGE_EXTENSIONS
 from pairforge.prep.pairing import SPLITS, KeyRule, Pair, Rejection, SplitSpec, hash_order, safe_key, suffixed_names
 from pairforge.safety import is_folder
@@ -35,13 +42,18 @@ DISK_ERRORS = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPE
 
 
 @contextmanager
-def _disk_errors() -> Iterator[None]:
-    """SQLite failing to write its temporary file (a full disk, say) ends the command: one line, exit 1."""
+def _disk_errors(saving_in: Path | None = None) -> Iterator[None]:
+    """SQLite failing to write its temporary file, or the saved pairing in `saving_in` (a full disk, say), ends the
+    command: one line, exit 1."""
     try:
         yield
     except sqlite3.OperationalError as exc:
         if (exc.sqlite_errorcode & 0xFF) not in DISK_ERRORS:
             raise
+        if saving_in is not None:
+            raise PairforgeError(
+                f"saving the pairing in {saving_in} ({exc}): free space there, then run the same command again"
+            ) from None
         raise PairforgeError(
             f"pairing needs temporary disk space in {_sqlite_temp_folder()} ({exc}); free some there or set TMPDIR"
             " to a folder with room, then run the same command again"
@@ -66,23 +78,33 @@ def _sqlite_temp_folder() -> str:
 class PairTable:
     """Files found by role, then (after `pair`) the pairs, iterated in (split, key) order, and the rejections."""
 
-    def __init__(self) -> None:
+    def __init__(self, reuse_from: Path | None = None) -> None:
+        """`reuse_from`: the output folder whose saved pairing `pair` takes when it was made by the same plan from
+        folders that have not changed since (None: always list the folders)."""
         self._db = sqlite3.connect("")  # "": a temporary database on disk, deleted when closed
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}", "temp_store=FILE"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(
             """
             CREATE TABLE files(role TEXT, split TEXT, key TEXT, rel TEXT, extension TEXT);
-            CREATE TABLE rejected(paths TEXT, reason TEXT);
+            CREATE TABLE rejected(id INTEGER PRIMARY KEY, paths TEXT, reason TEXT);
             CREATE TABLE found(
                 split TEXT, key TEXT, name TEXT, sources TEXT, roles INT, extensions TEXT, files INT, rank TEXT
             );
-            CREATE TABLE pairs(split TEXT, name TEXT, sources TEXT);
+            CREATE TABLE pairs(id INTEGER PRIMARY KEY, split TEXT, name TEXT, sources TEXT);
             """
-        )
+        )  # explicit ids: the order rows are read back in, kept when saved (VACUUM may renumber plain rowids)
         self._count = 0
         self.extensions: set[str] = set()
         """The lower-case extensions of the paired files."""
+        self._reuse_from = reuse_from
+        self._scans: list[tuple[Path, str, KeyRule, str, str | None]] = []
+        """The folder listings `pair` runs (unless it reuses a saved pairing): (root, prefix, rule, role, split)."""
+        self._only_scans = True
+        """Whether every file comes from `_scans` (only such a pairing can be saved and reused)."""
+        self._to_save: tuple[str, list] | None = None
+        """After `pair`: the plan and the state of the folders it listed, when they can be trusted (`save`)."""
+        self._reused = False
 
     @classmethod
     @_on_disk
@@ -99,35 +121,46 @@ class PairTable:
     def add_folder(
         self, root: Path, rule: KeyRule, role: str, by_split: bool = False, split: str = "", under: str = ""
     ) -> None:
-        """Index the folder `root/under` for `role`: flat (every file in `split`), or by its `train/val/test`
-        sub-folders when `by_split`. Paths are kept relative to `root`; hidden files, folders, non-images and
-        names `rule` cannot key are rejections. One `os.scandir` per folder (file types from the directory
-        entries, no stat per file)."""
+        """Index the folder `root/under` for `role` (when `pair` runs): flat (every file in `split`), or by its
+        `train/val/test` sub-folders when `by_split`. Paths are kept relative to `root`; hidden files, folders,
+        non-images and names `rule` cannot key are rejections. One `os.scandir` per folder (file types from the
+        directory entries, no stat per file)."""
         prefix = f"{under}/" if under else ""
         if not by_split:
-            self._add_entries(root, prefix, rule, role, split)
+            self._scans.append((root, prefix, rule, role, split))
             return
         for name in SPLITS:
             if (root / prefix / name).is_dir():
-                self._add_entries(root, f"{prefix}{name}/", rule, role, name)
-        self._add_entries(root, prefix, rule, role, None)
+                self._scans.append((root, f"{prefix}{name}/", rule, role, name))
+        self._scans.append((root, prefix, rule, role, None))
 
     @_on_disk
     def add_file(self, role: str, split: str, key: str, rel: str) -> None:
         """One file a source found and keyed itself."""
+        self._only_scans = False
         extension = os.path.splitext(rel)[1].lower()
         self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (role, split, key, rel, extension))
 
     @_on_disk
     def reject(self, rejections: Iterable[Rejection]) -> None:
-        self._db.executemany("INSERT INTO rejected VALUES (?, ?)", ((_dumps(r.paths), r.reason) for r in rejections))
+        self._only_scans = False
+        self._insert_rejected((_dumps(r.paths), r.reason) for r in rejections)
 
     @_on_disk
     def pair(self, roles: list[str], spec: SplitSpec | None = None, seed: int = 0, flat: str = "") -> None:
         """Match the files by (split, exact key) across `roles`: files with a role missing, or sharing their key
         with another file of their role, become rejections. Files found without a split are split by `spec`
         (from the hash of their output name and `seed`; pairs beyond `--split` counts are rejections), or all
-        put in `flat` when `spec` is None."""
+        put in `flat` when `spec` is None. Takes the saved pairing instead when it can (`reuse_from`)."""
+        plan = self._plan(roles, spec, seed, flat)
+        if plan is not None and self._reuse_from is not None and (saved := saved_pairing.load(self._reuse_from, plan)):
+            self._db.close()
+            self._db, self.extensions = saved
+            (self._count,) = self._db.execute("SELECT count(*) FROM pairs").fetchone()
+            self._reused = True
+            return
+        listed_at = time.time_ns()
+        states = [self._add_entries(*scan) for scan in self._scans]
         self._db.execute("CREATE INDEX files_by_key ON files(split, key, role, rel, extension)")  # covering
         ranked = spec is not None
         self._db.create_function("safe_key", 1, safe_key, deterministic=True)
@@ -143,13 +176,36 @@ class PairTable:
             beyond = self._db.execute(
                 "SELECT sources FROM found WHERE split = '' AND rank > ? ORDER BY rank", bounds[2:]
             )
-            self.reject(Rejection(from_json(sources), f"beyond --split counts ({spec})") for (sources,) in beyond)
+            self._insert_rejected((sources, f"beyond --split counts ({spec})") for (sources,) in beyond)
             chosen = (
                 "CASE WHEN split != '' THEN split WHEN rank <= ? THEN 'train' WHEN rank <= ? THEN 'val'"
                 " WHEN rank <= ? THEN 'test' END"
             )
         self._db.execute("DROP TABLE files")
         self._finish(chosen, bounds)
+        if plan is not None and saved_pairing.settled(states, listed_at):
+            self._to_save = plan, states
+
+    def save(self, folder: Path) -> None:
+        """Save this pairing in the output `folder` for the next run (`saved_pairing.py`); when it cannot be
+        trusted (its folders had just changed), delete the one saved there before, which may no longer hold."""
+        if self._reused:
+            return
+        if self._to_save is None:
+            saved_pairing.forget(folder)
+            return
+        with _disk_errors(saving_in=folder):
+            saved_pairing.save(self._db, folder, *self._to_save, self.extensions)
+
+    def _plan(self, roles: list[str], spec: SplitSpec | None, seed: int, flat: str) -> str | None:
+        """Everything the pairing is made from but the folders' contents (None: files came from elsewhere too)."""
+        if not (self._scans and self._only_scans):
+            return None
+        scans = [
+            [os.path.abspath(root), prefix, repr(rule), role, split] for root, prefix, rule, role, split in self._scans
+        ]
+        pairing = [roles, repr(spec), seed, flat]
+        return json.dumps({"schema": saved_pairing.SCHEMA, "pairforge": __version__, "scans": scans, "pair": pairing})
 
     def __len__(self) -> int:
         return self._count
@@ -157,18 +213,23 @@ class PairTable:
     def __iter__(self) -> Iterator[Pair]:
         """The pairs in (split, key) order (SQLite compares text as UTF-8 bytes: the order of Python strings)."""
         with _disk_errors():
-            for split, name, sources in self._db.execute("SELECT split, name, sources FROM pairs ORDER BY rowid"):
+            for split, name, sources in self._db.execute("SELECT split, name, sources FROM pairs ORDER BY id"):
                 yield Pair(name, split, from_json(sources))
 
     def rejections(self) -> Iterator[Rejection]:
         with _disk_errors():
-            for paths, reason in self._db.execute("SELECT paths, reason FROM rejected ORDER BY rowid"):
+            for paths, reason in self._db.execute("SELECT paths, reason FROM rejected ORDER BY id"):
                 yield Rejection(from_json(paths), reason)
 
-    def _add_entries(self, root: Path, prefix: str, rule: KeyRule, role: str, split: str | None) -> None:
+    def _add_entries(
+        self, root: Path, prefix: str, rule: KeyRule, role: str, split: str | None
+    ) -> saved_pairing.FolderState:
         """The entries of `root/prefix`: files of `split`, or (`split` None) the top of a folder whose files
-        belong in its split folders, every entry there but those folders being a rejection."""
-        with os.scandir(root / prefix) as entries:
+        belong in its split folders, every entry there but those folders being a rejection. Returns the folder's
+        state as it was before the listing."""
+        folder = os.path.abspath(root / prefix)
+        state = saved_pairing.folder_state(folder)
+        with os.scandir(folder) as entries:
             while batch := list(itertools.islice(entries, BATCH)):
                 files, rejected = [], []
                 for entry in batch:
@@ -185,7 +246,12 @@ class PairTable:
                     else:
                         files.append((role, split, key, prefix + name, extension))
                 self._db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", files)
-                self._db.executemany("INSERT INTO rejected VALUES (?, ?)", rejected)
+                self._insert_rejected(rejected)
+        return state
+
+    def _insert_rejected(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Rejections as (paths as JSON, reason)."""
+        self._db.executemany("INSERT INTO rejected(paths, reason) VALUES (?, ?)", rows)
 
     def _group(self, ranked: bool, where: str = "", params: tuple = ()) -> None:
         """Group the files by (split, key), in SQLite (sources as JSON objects in role order): no Python object is
@@ -209,7 +275,8 @@ class PairTable:
             for role, found in itertools.groupby(sorted(rows), key=lambda row: row[0]):
                 rels = [rel for _, rel in found]
                 if len(rels) > 1:
-                    self.reject(Rejection({role: rel}, f"ambiguous key {key!r}: {', '.join(rels)}") for rel in rels)
+                    reason = f"ambiguous key {key!r}: {', '.join(rels)}"
+                    self._insert_rejected((_dumps({role: rel}), reason) for rel in rels)
                     self._db.execute("DELETE FROM files WHERE role = ? AND split = ? AND key = ?", (role, split, key))
             self._db.execute("DELETE FROM found WHERE split = ? AND key = ?", (split, key))
             self._group(ranked, "WHERE split = ? AND key = ?", (split, key))
@@ -218,8 +285,8 @@ class PairTable:
         """Groups without every role: each of their files is rejected, naming the roles it lacks. Notes the
         extensions of the rest (`extensions`)."""
         one_sided = self._db.execute("SELECT sources FROM found WHERE roles < ?", (len(roles),))
-        self.reject(
-            Rejection({role: rel}, f"no matching {' or '.join(r for r in roles if r not in group)} file")
+        self._insert_rejected(
+            (_dumps({role: rel}), f"no matching {' or '.join(r for r in roles if r not in group)} file")
             for group in (from_json(sources) for (sources,) in one_sided)
             for role, rel in group.items()
         )
@@ -279,8 +346,8 @@ class PairTable:
         """The pairs copied in (split, key) order, with their split `chosen` (NULL: none), to be read back in the
         order they are stored (no index, no lookups)."""
         self._db.execute(
-            f"INSERT INTO pairs SELECT * FROM (SELECT {chosen} AS chosen, name, sources FROM found)"
-            " WHERE chosen IS NOT NULL ORDER BY chosen, name",
+            "INSERT INTO pairs(split, name, sources) SELECT * FROM"
+            f" (SELECT {chosen} AS chosen, name, sources FROM found) WHERE chosen IS NOT NULL ORDER BY chosen, name",
             bounds,
         )
         self._db.execute("DROP TABLE found")

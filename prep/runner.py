@@ -110,6 +110,7 @@ def run_job(job: Job, settings: RunSettings) -> RunResult:
     job.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(job.out)
     manifest.write_started(job.out)
+    job.pairs.save(job.out)  # for the next run, which takes it while the input folders stay as they are
     start = time.perf_counter()
     executor = _executor(job, settings)
     streamed = next((layout for layout in job.layouts if layout.streamed), None)

@@ -41,6 +41,7 @@ from pairforge.prep.options import (
     execute,
     formats_from,
     layouts_from,
+    pairing_reuse,
     raw_source,
     run_settings,
     source_path,
@@ -232,7 +233,9 @@ def cuhk(
     root = raw_source(src, None, "cuhk", "photo(s)/ and sketch(es)/", DOWNLOAD)
     photo_root = _face_folder(root, photos, PHOTO_FOLDERS, "--photos")
     sketch_root = _face_folder(root, sketches, SKETCH_FOLDERS, "--sketches")
-    pairs = find_pairs(photo_root, sketch_root, FaceName(), FaceName(sketch=True), spec, seed)
+    pairs = find_pairs(
+        photo_root, sketch_root, FaceName(), FaceName(sketch=True), spec, seed, pairing_reuse(out, verify)
+    )
     options = {"rename_only": rename_only, "split": str(spec), "seed": seed}
     if rename_only:
         layouts, formats = [RenamedLayout()], copy_formats(pairs, quality)

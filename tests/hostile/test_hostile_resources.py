@@ -207,8 +207,8 @@ def test_a_full_temporary_disk_while_pairing_is_one_line_and_writes_nothing(home
     """SQLite's temporary pairing database cannot grow: its page limit stands in for a full disk."""
     real_init = pair_table.PairTable.__init__
 
-    def no_room(self):
-        real_init(self)
+    def no_room(self, *args):
+        real_init(self, *args)
         self._db.execute("PRAGMA max_page_count = 5")  # the pages its empty tables take
 
     monkeypatch.setattr(pair_table.PairTable, "__init__", no_room)
