@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -130,3 +131,18 @@ def test_a_full_disk_while_saving_the_pairing_is_one_line(tmp_path, cli, monkeyp
     result = cli("combine", a, b, tmp_path / "out", "-q")
     assert result.code == 1 and result.err.count("\n") == 1, result.err
     assert result.err.startswith(f"error: saving the pairing in {tmp_path / 'out'} (database or disk is full)")
+
+
+def test_a_rename_is_seen_even_with_the_folder_mtime_set_back(tmp_path, cli, listings):
+    """Tools that restore times (`touch -d`, rsync, tar) can put a folder's mtime back, never its ctime."""
+    a, b = make_inputs(tmp_path, ["1.png", "2.png"], ["1.png", "2.png"])
+    out = tmp_path / "out"
+    assert cli("combine", a, b, out, "--split", "1,0,0", "-q").code == 0
+    before = b.stat()
+    time.sleep(TICK_S)
+    (b / "2.png").rename(b / "3.png")
+    os.utime(b, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert b.stat().st_mtime_ns == before.st_mtime_ns
+    again = cli("combine", a, b, out, "--split", "1,0,0", "--json").json()
+    assert (again["skipped"], again["rejected"]) == (1, 2) and len(listings) == 4
+    assert sorted(r["paths"].popitem()[1] for r in read_manifest(out)["rejected"]) == ["2.png", "3.png"]
