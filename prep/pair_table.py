@@ -153,11 +153,7 @@ class PairTable:
         (from the hash of their output name and `seed`; pairs beyond `--split` counts are rejections), or all
         put in `flat` when `spec` is None. Takes the saved pairing instead when it can (`reuse_from`)."""
         plan = self._plan(roles, spec, seed, flat)
-        if plan is not None and self._reuse_from is not None and (saved := saved_pairing.load(self._reuse_from, plan)):
-            self._db.close()
-            self._db, self.extensions = saved
-            (self._count,) = self._db.execute("SELECT count(*) FROM pairs").fetchone()
-            self._reused = True
+        if self._take_saved(plan):
             return
         listed_at = time.time_ns()
         states = [self._add_entries(*scan) for scan in self._scans]
@@ -185,6 +181,17 @@ class PairTable:
         self._finish(chosen, bounds)
         if plan is not None and saved_pairing.settled(states, listed_at):
             self._to_save = plan, states
+
+    def _take_saved(self, plan: str | None) -> bool:
+        """Take the pairing saved in `reuse_from` by the same `plan`, when none of its folders has changed."""
+        saved = saved_pairing.load(self._reuse_from, plan) if plan is not None and self._reuse_from else None
+        if saved is None:
+            return False
+        self._db.close()
+        self._db, self.extensions = saved
+        (self._count,) = self._db.execute("SELECT count(*) FROM pairs").fetchone()
+        self._reused = True
+        return True
 
     def save(self, folder: Path) -> None:
         """Save this pairing in the output `folder` for the next run (`saved_pairing.py`); when it cannot be

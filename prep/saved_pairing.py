@@ -46,7 +46,10 @@ def load(folder: Path, plan: str) -> tuple[sqlite3.Connection, set[str]] | None:
     path = folder / NAME
     if not path.is_file():
         return None
-    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.DatabaseError:  # unreadable
+        return None
     try:
         row = db.execute("SELECT plan, folders, extensions FROM saved").fetchone()
         if row is not None and row[0] == plan and _unchanged(json.loads(row[1])):
