@@ -240,7 +240,7 @@ class ManifestReader:
 
     def keyed_item_lines(self) -> Iterator[tuple[str, str, str]]:
         """Each item's split, key and line of JSON, the rest of the record to be validated by whoever uses it
-        (`item_of_line`): a resumed run reads these in its parent process and checks the records in its workers."""
+        (`item_of_line`): a resumed run merges these with its pairs and validates each record where it checks it."""
         for number, line in enumerate(self._lines.lines("items")):
             try:
                 record = from_json(line)

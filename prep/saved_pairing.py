@@ -17,6 +17,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from pairforge.prep.imageio import atomic_file
+
 NAME = ".pairing.sqlite"
 """In the output folder (hidden: not a dataset file; `check` ignores it)."""
 SCHEMA = 1
@@ -66,13 +68,8 @@ def save(db: sqlite3.Connection, folder: Path, plan: str, states: list[FolderSta
     db.execute("DELETE FROM saved")
     db.execute("INSERT INTO saved VALUES (?, ?, ?)", (plan, json.dumps(states), json.dumps(sorted(extensions))))
     db.commit()  # VACUUM runs outside a transaction
-    tmp = folder / f".{NAME}.{os.getpid()}.tmp"  # a name `remove_stale_temporaries` knows
-    tmp.unlink(missing_ok=True)
-    try:
-        db.execute("VACUUM INTO ?", (os.fspath(tmp),))  # only the live tables, compacted
-        os.replace(tmp, folder / NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(folder / NAME) as fh:  # VACUUM INTO fills the empty temporary file: live tables, compacted
+        db.execute("VACUUM INTO ?", (fh.name,))
 
 
 def forget(folder: Path) -> None:
